@@ -1,0 +1,252 @@
+// Package bench measures the store against the machine's own limit: every
+// scenario runs beside a baseline that writes or reads the same event rows
+// with plain SQL through the same pool at the same concurrency, in the same
+// run, and reports events/s, latency percentiles and the ratio between them.
+// `esadmin bench` and `go test -bench` both run these scenarios.
+package bench
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io"
+	"io/fs"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/tenant"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+)
+
+// Tenant is the only tenant the bench writes to.
+const Tenant = "bench"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Config configures a run. Zero fields take the documented defaults.
+type Config struct {
+	// Duration of each measured phase (scenario and baseline). Default 5s.
+	Duration time.Duration
+	// Count, if set, runs each phase for this many calls instead.
+	Count int
+	// Clients overrides each scenario's own client counts when set.
+	Clients []int
+	// Scenarios to run by name; empty runs all (see Scenarios).
+	Scenarios []string
+	// Progress receives a line every few seconds; nil is quiet.
+	Progress io.Writer
+}
+
+// Result is one measured phase.
+type Result struct {
+	Scenario string        `json:"scenario"`
+	Clients  int           `json:"clients"`
+	Calls    int64         `json:"calls"`
+	Events   int64         `json:"events"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+	P50      time.Duration `json:"p50_ns"`
+	P95      time.Duration `json:"p95_ns"`
+	P99      time.Duration `json:"p99_ns"`
+	// EventsPerSec is Events / Elapsed.
+	EventsPerSec float64 `json:"events_per_sec"`
+	// Baseline is the plain-SQL phase run beside this one.
+	Baseline *Result `json:"baseline,omitempty"`
+	// Ratio is EventsPerSec / Baseline.EventsPerSec.
+	Ratio float64 `json:"ratio,omitempty"`
+}
+
+// op is one timed call; it returns how many events it wrote or read.
+type op func(ctx context.Context, client int, call int64) (int, error)
+
+// scenario prepares a store phase and its baseline for a client count.
+type scenario struct {
+	name    string
+	clients []int
+	prepare func(ctx context.Context, r *runner, clients int) (store, baseline op, err error)
+}
+
+// Scenarios lists the scenario names in run order.
+func Scenarios() []string {
+	names := make([]string, len(all))
+	for i, s := range all {
+		names[i] = s.name
+	}
+	return names
+}
+
+type runner struct {
+	pool  *pgxpool.Pool
+	store *pges.TenantStore
+	cfg   Config
+	runID string
+}
+
+// Setup migrates the baseline table and creates the bench tenant. The
+// store's own migrations must already be applied.
+func Setup(ctx context.Context, pool *pgxpool.Pool) error {
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	defer sqlDB.Close()
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, sub,
+		goose.WithTableName("es_bench_goose_version"))
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("bench migrations: %w", err)
+	}
+	_, err = tenant.NewManager(pool).Create(ctx, Tenant, "benchmarks (esadmin bench)")
+	return err
+}
+
+// Run sets up and runs the selected scenarios and returns one Result per
+// scenario and client count, each with its baseline.
+func Run(ctx context.Context, pool *pgxpool.Pool, cfg Config) ([]Result, error) {
+	if cfg.Duration <= 0 && cfg.Count <= 0 {
+		cfg.Duration = 5 * time.Second
+	}
+	selected, err := selectScenarios(cfg.Scenarios)
+	if err != nil {
+		return nil, err
+	}
+	if err := Setup(ctx, pool); err != nil {
+		return nil, err
+	}
+	store, err := pges.New(pool, nil)
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{pool: pool, store: store.Tenant(Tenant), cfg: cfg, runID: fmt.Sprintf("r%d", time.Now().UnixNano())}
+	var results []Result
+	for _, s := range selected {
+		clients := s.clients
+		if len(cfg.Clients) > 0 {
+			clients = cfg.Clients
+		}
+		for _, c := range clients {
+			storeOp, baseOp, err := s.prepare(ctx, r, c)
+			if err != nil {
+				return results, fmt.Errorf("%s: %w", s.name, err)
+			}
+			base, err := r.measure(ctx, s.name+" (baseline)", c, baseOp)
+			if err != nil {
+				return results, fmt.Errorf("%s baseline: %w", s.name, err)
+			}
+			res, err := r.measure(ctx, s.name, c, storeOp)
+			if err != nil {
+				return results, fmt.Errorf("%s: %w", s.name, err)
+			}
+			res.Baseline = &base
+			if base.EventsPerSec > 0 {
+				res.Ratio = res.EventsPerSec / base.EventsPerSec
+			}
+			results = append(results, res)
+		}
+	}
+	return results, nil
+}
+
+func selectScenarios(names []string) ([]scenario, error) {
+	if len(names) == 0 {
+		return all, nil
+	}
+	var out []scenario
+	for _, n := range names {
+		i := slices.IndexFunc(all, func(s scenario) bool { return s.name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown scenario %q (known: %v)", n, Scenarios())
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
+}
+
+// measure runs op on clients goroutines for the configured duration or
+// count and collects per-call latencies.
+func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		calls, events atomic.Int64
+		mu            sync.Mutex
+		latencies     []time.Duration
+		firstErr      error
+		wg            sync.WaitGroup
+	)
+	deadline := time.Now().Add(r.cfg.Duration)
+	done := make(chan struct{})
+	if r.cfg.Progress != nil {
+		go func() {
+			t := time.NewTicker(2 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					fmt.Fprintf(r.cfg.Progress, "  %s, %d clients: %d calls, %d events so far\n", name, clients, calls.Load(), events.Load())
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for {
+				i := calls.Add(1) - 1
+				if r.cfg.Count > 0 && i >= int64(r.cfg.Count) || r.cfg.Count <= 0 && time.Now().After(deadline) || ctx.Err() != nil {
+					calls.Add(-1)
+					break
+				}
+				t0 := time.Now()
+				n, err := fn(ctx, c, i)
+				local = append(local, time.Since(t0))
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+					break
+				}
+				events.Add(int64(n))
+			}
+			mu.Lock()
+			latencies = append(latencies, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(done)
+	if firstErr != nil {
+		return Result{}, firstErr
+	}
+	slices.Sort(latencies)
+	res := Result{Scenario: name, Clients: clients, Calls: calls.Load(), Events: events.Load(), Elapsed: elapsed,
+		P50: percentile(latencies, 0.50), P95: percentile(latencies, 0.95), P99: percentile(latencies, 0.99)}
+	if elapsed > 0 {
+		res.EventsPerSec = float64(res.Events) / elapsed.Seconds()
+	}
+	return res, nil
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/bench"
+	"github.com/urfave/cli/v2"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "run the bench/ scenarios beside a same-run plain INSERT baseline",
+		UsageText: `esadmin bench --duration 5s
+   esadmin bench --scenarios stream-append-1 --clients 1,8 --json`,
+		Description: "Writes only to its own tenant \"" + bench.Tenant + "\" and the table es_bench_raw_events. Scenarios: " + strings.Join(bench.Scenarios(), ", "),
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "length of each measured phase"},
+			&cli.IntFlag{Name: "count", Usage: "calls per phase instead of --duration"},
+			&cli.StringFlag{Name: "clients", Usage: "comma-separated client counts (default: per scenario)"},
+			&cli.StringFlag{Name: "scenarios", Usage: "comma-separated scenario names (default: all)"},
+			jsonFlag,
+		},
+		Action: func(c *cli.Context) error {
+			cfg := bench.Config{Duration: c.Duration("duration"), Count: c.Int("count")}
+			if cfg.Duration <= 0 && cfg.Count <= 0 {
+				return usagef("--duration or --count must be positive")
+			}
+			if s := c.String("scenarios"); s != "" {
+				cfg.Scenarios = strings.Split(s, ",")
+			}
+			if s := c.String("clients"); s != "" {
+				for _, part := range strings.Split(s, ",") {
+					var n int
+					if _, err := fmt.Sscan(part, &n); err != nil || n < 1 || n > 256 {
+						return usagef("--clients %q: use numbers from 1 to 256", s)
+					}
+					cfg.Clients = append(cfg.Clients, n)
+				}
+			}
+			if !c.Bool("json") {
+				cfg.Progress = c.App.Writer
+				fmt.Fprintf(c.App.Writer, "bench: writing only to tenant %q and es_bench_raw_events\n", bench.Tenant)
+			}
+			pool, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			if err := pges.Migrate(c.Context, pool); err != nil {
+				return err
+			}
+			results, err := bench.Run(c.Context, pool, cfg)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(c.App.Writer).Encode(results)
+			}
+			return writeTable(c, results)
+		},
+	}
+}
+
+func writeTable(c *cli.Context, results []bench.Result) error {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
+	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "scenario\tclients\tevents/s\tp50 ms\tp95 ms\tp99 ms\tbaseline events/s\tbaseline p50 ms\tratio\t")
+	for _, r := range results {
+		b := r.Baseline
+		fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%.0f\t%s\t%.2f\t\n", r.Scenario, r.Clients, r.EventsPerSec, ms(r.P50), ms(r.P95), ms(r.P99), b.EventsPerSec, ms(b.P50), r.Ratio)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/eventstore-go/pges"
+	"github.com/google/uuid"
+	"github.com/urfave/cli/v2"
+)
+
+// inputEvent is one JSON Lines record of `events append`.
+type inputEvent struct {
+	ID       uuid.UUID       `json:"id"`
+	Type     string          `json:"type"`
+	Payload  json.RawMessage `json:"payload"`
+	Metadata pges.Metadata   `json:"metadata"`
+	Tags     []string        `json:"tags"`
+}
+
+func parseExpected(s string) (pges.ExpectedVersion, error) {
+	switch s {
+	case "any":
+		return pges.Any, nil
+	case "no-stream":
+		return pges.NoStream, nil
+	case "exists":
+		return pges.StreamExists, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, usagef("--expected-version %q: use any, no-stream, exists or a version number", s)
+	}
+	return pges.Exactly(n), nil
+}
+
+func eventsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "events",
+		Usage: "append and read events",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "append",
+				Usage: "append JSON Lines events from a file or stdin to a stream, atomically",
+				UsageText: `esadmin events append -t acme --stream order-1 --expected-version no-stream --file events.jsonl
+   echo '{"type":"OrderPlaced","payload":{"total":42},"tags":["customer:7"]}' | esadmin events append -t acme --stream order-1`,
+				Flags: []cli.Flag{
+					tenantFlag,
+					&cli.StringFlag{Name: "stream", Usage: "stream id", Required: true},
+					&cli.StringFlag{Name: "expected-version", Value: "any", Usage: "any, no-stream, exists or a version number"},
+					&cli.StringFlag{Name: "file", Usage: "JSON Lines file, - for stdin", Value: "-"},
+				},
+				Action: func(c *cli.Context) error {
+					expected, err := parseExpected(c.String("expected-version"))
+					if err != nil {
+						return err
+					}
+					in, err := stdinOrFile(c, c.String("file"))
+					if err != nil {
+						return err
+					}
+					defer in.Close()
+					// Parse everything first: a bad line appends nothing.
+					var events []pges.EventData
+					sc := bufio.NewScanner(in)
+					sc.Buffer(make([]byte, 64*1024), 8<<20)
+					for line := 1; sc.Scan(); line++ {
+						if len(sc.Bytes()) == 0 {
+							continue
+						}
+						var e inputEvent
+						if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+							return usagef("line %d: not a JSON event: %v (nothing was appended)", line, err)
+						}
+						if len(e.Payload) == 0 {
+							e.Payload = json.RawMessage(`{}`)
+						}
+						events = append(events, pges.EventData{ID: e.ID, Type: e.Type, Payload: e.Payload, Metadata: e.Metadata, Tags: e.Tags})
+					}
+					if err := sc.Err(); err != nil {
+						return fmt.Errorf("read events: %w", err)
+					}
+					return withTenant(c, func(ts *pges.TenantStore) error {
+						res, err := ts.AppendToStream(c.Context, c.String("stream"), expected, events...)
+						if err != nil {
+							return err
+						}
+						return json.NewEncoder(c.App.Writer).Encode(map[string]any{
+							"stream_version": res.StreamVersion, "positions": res.Positions})
+					})
+				},
+			},
+			{
+				Name:      "read",
+				Usage:     "read a stream's events as JSON Lines",
+				UsageText: "esadmin events read -t acme --stream order-1 [--from 1] [--limit 10] [--backwards]",
+				Flags: []cli.Flag{
+					tenantFlag,
+					&cli.StringFlag{Name: "stream", Usage: "stream id", Required: true},
+					&cli.Int64Flag{Name: "from", Usage: "first version (0: start, or end with --backwards)"},
+					&cli.IntFlag{Name: "limit", Usage: "at most this many events (0: all)"},
+					&cli.BoolFlag{Name: "backwards", Usage: "newest first"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.Int64("from") < 0 || c.Int("limit") < 0 {
+						return usagef("--from and --limit must not be negative")
+					}
+					return withTenant(c, func(ts *pges.TenantStore) error {
+						enc := json.NewEncoder(c.App.Writer)
+						limit := c.Int("limit")
+						if !c.Bool("backwards") && limit == 0 {
+							for e, err := range ts.IterateStream(c.Context, c.String("stream"), c.Int64("from")) {
+								if err != nil {
+									return err
+								}
+								if err := enc.Encode(e); err != nil {
+									return err
+								}
+							}
+							return nil
+						}
+						events, err := ts.ReadStream(c.Context, c.String("stream"), pges.ReadOptions{From: c.Int64("from"), Limit: limit, Backwards: c.Bool("backwards")})
+						if err != nil {
+							return err
+						}
+						for _, e := range events {
+							if err := enc.Encode(e); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,18 @@
+// Command esadmin administers the event store: migrations, tenants, reading
+// and appending events, and benchmarks. Exit codes: 0 success, 1 failure,
+// 2 usage error, 3 conflict (wrong expected version: reload and retry).
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/eventstore-go/pges"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/urfave/cli/v2"
+)
+
+func migrateCommand() *cli.Command {
+	withProvider := func(c *cli.Context, fn func(p *goose.Provider) error) error {
+		pool, err := connect(c)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		sqlDB := stdlib.OpenDBFromPool(pool)
+		defer sqlDB.Close()
+		p, err := pges.NewMigrationProvider(sqlDB)
+		if err != nil {
+			return err
+		}
+		return fn(p)
+	}
+	printResults := func(c *cli.Context, results []*goose.MigrationResult) {
+		if len(results) == 0 {
+			fmt.Fprintln(c.App.Writer, "nothing to do: the schema is current")
+		}
+		for _, r := range results {
+			fmt.Fprintf(c.App.Writer, "%s %d %s (%s)\n", r.Direction, r.Source.Version, r.Source.Path, r.Duration.Round(1e5))
+		}
+	}
+	return &cli.Command{
+		Name:  "migrate",
+		Usage: "apply or inspect the store's schema migrations (run as the schema owner)",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "up",
+				Usage:     "apply all pending migrations",
+				UsageText: "esadmin migrate up",
+				Action: func(c *cli.Context) error {
+					return withProvider(c, func(p *goose.Provider) error {
+						res, err := p.Up(c.Context)
+						printResults(c, res)
+						return err
+					})
+				},
+			},
+			{
+				Name:      "down",
+				Usage:     "roll back the latest migration (destroys what it created)",
+				UsageText: "esadmin migrate down",
+				Action: func(c *cli.Context) error {
+					return withProvider(c, func(p *goose.Provider) error {
+						res, err := p.Down(c.Context)
+						if res != nil {
+							printResults(c, []*goose.MigrationResult{res})
+						}
+						return err
+					})
+				},
+			},
+			{
+				Name:      "status",
+				Usage:     "list migrations and whether each is applied",
+				UsageText: "esadmin migrate status",
+				Action: func(c *cli.Context) error {
+					return withProvider(c, func(p *goose.Provider) error {
+						st, err := p.Status(c.Context)
+						if err != nil {
+							return err
+						}
+						w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+						fmt.Fprintln(w, "VERSION\tSTATE\tAPPLIED AT\tFILE")
+						for _, s := range st {
+							at := "-"
+							if !s.AppliedAt.IsZero() {
+								at = s.AppliedAt.Format("2006-01-02 15:04:05")
+							}
+							fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", s.Source.Version, s.State, at, s.Source.Path)
+						}
+						return w.Flush()
+					})
+				},
+			},
+			{
+				Name:      "version",
+				Usage:     "print the applied schema version",
+				UsageText: "esadmin migrate version",
+				Action: func(c *cli.Context) error {
+					return withProvider(c, func(p *goose.Provider) error {
+						v, err := p.GetDBVersion(c.Context)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintln(c.App.Writer, v)
+						return nil
+					})
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,117 @@
+package pges
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Sentinel errors; match them with errors.Is. Errors carrying more detail
+// (WrongExpectedVersionError, InvalidEventError) also match their sentinel.
+var (
+	ErrWrongExpectedVersion = errors.New("wrong expected version")
+	ErrStreamNotFound       = errors.New("stream not found")
+	ErrStreamDeleted        = errors.New("stream deleted")
+	ErrInvalidEvent         = errors.New("invalid event or argument")
+	ErrTenantNotFound       = errors.New("tenant not found")
+	ErrTenantSuspended      = errors.New("tenant suspended")
+	// ErrEventIDConflict: an event id was appended before with other content.
+	ErrEventIDConflict = errors.New("event id reused with other content")
+)
+
+// WrongExpectedVersionError reports a failed optimistic concurrency check.
+// Actual is -1 when a concurrent append won the race and the new version is
+// not known without reading the stream again.
+type WrongExpectedVersionError struct {
+	StreamID string
+	Expected ExpectedVersion
+	Actual   int64
+}
+
+func (e *WrongExpectedVersionError) Error() string {
+	return fmt.Sprintf("wrong expected version for stream %q: expected %s, actual %d", e.StreamID, e.Expected, e.Actual)
+}
+
+func (e *WrongExpectedVersionError) Is(target error) bool { return target == ErrWrongExpectedVersion }
+
+// InvalidEventError reports bad input. Index is the event's position in the
+// batch, or -1 when the problem is not one event's.
+type InvalidEventError struct {
+	Index  int
+	Reason string
+}
+
+func (e *InvalidEventError) Error() string { return e.Reason }
+
+func (e *InvalidEventError) Is(target error) bool { return target == ErrInvalidEvent }
+
+func invalid(index int, format string, args ...any) error {
+	return &InvalidEventError{Index: index, Reason: fmt.Sprintf(format, args...)}
+}
+
+// storeError wraps a store error raised by the SQL API with its message.
+type storeError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *storeError) Error() string { return e.msg }
+func (e *storeError) Unwrap() error { return e.sentinel }
+
+// sqlState codes raised by the SQL API (migrations/00001_event_log.sql).
+const (
+	codeWrongExpectedVersion = "ES001"
+	codeStreamNotFound       = "ES002"
+	codeStreamDeleted        = "ES003"
+	codeInvalid              = "ES004"
+	codeTenantNotFound       = "ES005"
+	codeTenantSuspended      = "ES006"
+	codeEventIDConflict      = "ES007"
+	codeUniqueViolation      = "23505"
+)
+
+// translate turns PostgreSQL errors into the package's errors; it is the one
+// place that knows the SQL API's error codes.
+func translate(err error, streamID string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch pgErr.Code {
+	case codeWrongExpectedVersion:
+		var d struct{ Expected, Actual int64 }
+		_ = json.Unmarshal([]byte(pgErr.Detail), &d)
+		return &WrongExpectedVersionError{StreamID: streamID, Expected: ExpectedVersion(d.Expected), Actual: d.Actual}
+	case codeInvalid:
+		var d struct{ Index *int }
+		_ = json.Unmarshal([]byte(pgErr.Detail), &d)
+		index := -1
+		if d.Index != nil {
+			index = *d.Index
+		}
+		return &InvalidEventError{Index: index, Reason: pgErr.Message}
+	case codeStreamNotFound:
+		return &storeError{ErrStreamNotFound, pgErr.Message}
+	case codeStreamDeleted:
+		return &storeError{ErrStreamDeleted, pgErr.Message}
+	case codeTenantNotFound:
+		return &storeError{ErrTenantNotFound, pgErr.Message}
+	case codeTenantSuspended:
+		return &storeError{ErrTenantSuspended, pgErr.Message}
+	case codeEventIDConflict:
+		return &storeError{ErrEventIDConflict, pgErr.Message}
+	}
+	return err
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == codeUniqueViolation
+}
+
+// TranslateError maps an error from the SQL API to the package's errors. The
+// store's own methods already do; companion packages (tenant, esadmin) and
+// callers of the SQL functions through their own queries use it too.
+func TranslateError(err error) error { return translate(err, "") }

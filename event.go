@@ -1,0 +1,127 @@
+package pges
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// EventData is an event to append.
+type EventData struct {
+	// ID identifies the event. Appending an id again with the same content
+	// returns the first append's result instead of writing it twice. Zero: a
+	// new UUIDv7 (time-ordered, which keeps the event id index compact).
+	ID uuid.UUID
+	// Type names the event: 1-200 characters, not starting with "$".
+	Type string
+	// Payload is the event's JSON body, at most 1 MiB.
+	Payload json.RawMessage
+	// Metadata is the envelope data carried with the event.
+	Metadata Metadata
+	// Tags are the event's DCB tags: any non-empty strings of at most 1000
+	// characters, stored and matched exactly.
+	Tags []string
+}
+
+// Metadata carries the fields users bring from their message envelopes.
+type Metadata struct {
+	CorrelationID string         `json:"correlation_id,omitempty"`
+	CausationID   string         `json:"causation_id,omitempty"`
+	User          string         `json:"user,omitempty"`
+	Service       string         `json:"service,omitempty"`
+	Extra         map[string]any `json:"extra,omitempty"`
+}
+
+// RecordedEvent is an event read from the log.
+type RecordedEvent struct {
+	// Position orders events within a tenant: strictly increasing, with gaps.
+	Position int64     `json:"position"`
+	ID       uuid.UUID `json:"id"`
+	Type     string    `json:"type"`
+	// StreamID and StreamVersion are empty and 0 for events appended
+	// without a stream (DCB).
+	StreamID      string          `json:"stream_id,omitempty"`
+	StreamVersion int64           `json:"stream_version,omitempty"`
+	Payload       json.RawMessage `json:"payload"`
+	Metadata      Metadata        `json:"metadata"`
+	Tags          []string        `json:"tags,omitempty"`
+	RecordedAt    time.Time       `json:"recorded_at"`
+}
+
+// ExpectedVersion is the optimistic concurrency check of a stream append.
+type ExpectedVersion int64
+
+const (
+	// Any appends whatever the stream's version.
+	Any ExpectedVersion = -1
+	// NoStream requires that the stream has no events.
+	NoStream ExpectedVersion = 0
+	// StreamExists requires that the stream has at least one event.
+	StreamExists ExpectedVersion = -2
+)
+
+// Exactly requires the stream's current version to be v (0 is NoStream).
+func Exactly(v int64) ExpectedVersion { return ExpectedVersion(v) }
+
+func (v ExpectedVersion) String() string {
+	switch v {
+	case Any:
+		return "any"
+	case NoStream:
+		return "no stream"
+	case StreamExists:
+		return "stream exists"
+	}
+	return strconv.FormatInt(int64(v), 10)
+}
+
+// AppendResult is what an append wrote: the stream's new version (0 for
+// appends without a stream) and the events' positions in batch order.
+type AppendResult struct {
+	StreamVersion int64
+	Positions     []int64
+}
+
+// wireEvent is an event as the SQL API takes it (one element of the jsonb
+// batch), so the whole batch travels in one parameter of one round trip.
+type wireEvent struct {
+	ID       uuid.UUID       `json:"id"`
+	Type     string          `json:"type"`
+	Payload  json.RawMessage `json:"payload"`
+	Metadata *Metadata       `json:"metadata,omitempty"`
+	Tags     []string        `json:"tags,omitempty"`
+}
+
+// encodeBatch builds the jsonb batch. JSON validity is checked here because
+// invalid JSON cannot be embedded; every other rule is the SQL API's.
+func encodeBatch(events []EventData) ([]byte, error) {
+	if len(events) == 0 {
+		return nil, invalid(-1, "empty batch: append at least one event")
+	}
+	wire := make([]wireEvent, len(events))
+	for i, e := range events {
+		if len(e.Payload) == 0 || !json.Valid(e.Payload) {
+			return nil, invalid(i, "event %d: payload is not valid JSON", i)
+		}
+		id := e.ID
+		if id == uuid.Nil {
+			var err error
+			if id, err = uuid.NewV7(); err != nil {
+				return nil, fmt.Errorf("event id: %w", err)
+			}
+		}
+		wire[i] = wireEvent{ID: id, Type: e.Type, Payload: e.Payload, Tags: e.Tags}
+		if !e.Metadata.isZero() {
+			md := e.Metadata
+			wire[i].Metadata = &md
+		}
+	}
+	return json.Marshal(wire)
+}
+
+func (m Metadata) isZero() bool {
+	return m.CorrelationID == "" && m.CausationID == "" && m.User == "" && m.Service == "" && len(m.Extra) == 0
+}

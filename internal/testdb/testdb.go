@@ -1,0 +1,159 @@
+// Package testdb gives each test package its own freshly migrated database
+// on a real PostgreSQL server: TEST_DATABASE_URL if set, else the local
+// server the Makefile starts (postgres@127.0.0.1:5432, trust).
+package testdb
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eventstore-go/pges"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DefaultURL is the server used when TEST_DATABASE_URL is not set.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+var (
+	mu      sync.Mutex
+	dbURL   string
+	dbName  string
+	adminDB string
+)
+
+// ServerURL returns the URL of the server tests use.
+func ServerURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// Main wraps testing.M.Run: it creates a database named after the package,
+// migrates it, runs the tests and drops it. Use it from TestMain:
+//
+//	func TestMain(m *testing.M) { testdb.Main(m, "streams") }
+func Main(m *testing.M, pkg string) {
+	os.Exit(run(m, pkg))
+}
+
+func run(m *testing.M, pkg string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	server := ServerURL()
+	conn, err := pgx.Connect(ctx, server)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testdb: cannot reach PostgreSQL at %s (set TEST_DATABASE_URL or run make test): %v\n", server, err)
+		return 1
+	}
+	name := fmt.Sprintf("pges_test_%s_%d_%d", sanitize(pkg), os.Getpid(), rand.IntN(1e6))
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		fmt.Fprintf(os.Stderr, "testdb: create database: %v\n", err)
+		return 1
+	}
+	conn.Close(ctx)
+	pkgURL, err := withDatabase(server, name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testdb:", err)
+		return 1
+	}
+	mu.Lock()
+	dbURL, dbName, adminDB = pkgURL, name, server
+	mu.Unlock()
+	defer drop(server, name)
+
+	pool, err := pgxpool.New(ctx, pkgURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testdb:", err)
+		return 1
+	}
+	err = pges.Migrate(ctx, pool)
+	pool.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testdb:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func drop(server, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, server)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+}
+
+// URL returns the package database's URL.
+func URL(t testing.TB) string {
+	mu.Lock()
+	defer mu.Unlock()
+	if dbURL == "" {
+		t.Fatal("testdb: call testdb.Main from TestMain")
+	}
+	return dbURL
+}
+
+// Pool returns a pool on the package database, closed when the test ends.
+func Pool(t testing.TB) *pgxpool.Pool {
+	cfg, err := pgxpool.ParseConfig(URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 20
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+var tenantSeq struct {
+	sync.Mutex
+	n int
+}
+
+// NewTenant creates a tenant unique to the calling test and returns its id.
+func NewTenant(t testing.TB, pool *pgxpool.Pool) string {
+	tenantSeq.Lock()
+	tenantSeq.n++
+	id := fmt.Sprintf("t%d_%s", tenantSeq.n, sanitize(strings.ToLower(t.Name())))
+	tenantSeq.Unlock()
+	if len(id) > 40 {
+		id = id[:40]
+	}
+	if _, err := pool.Exec(context.Background(), "SELECT es.create_tenant($1, $2)", id, t.Name()); err != nil {
+		t.Fatalf("create tenant %s: %v", id, err)
+	}
+	return id
+}
+
+var notIdent = regexp.MustCompile(`[^a-z0-9_]+`)
+
+func sanitize(s string) string { return notIdent.ReplaceAllString(strings.ToLower(s), "_") }
+
+// withDatabase points a connection string (URL or key=value) at database name.
+func withDatabase(server, name string) (string, error) {
+	if !strings.Contains(server, "://") {
+		return server + " dbname=" + name, nil
+	}
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", fmt.Errorf("parse %s: %w", server, err)
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}

@@ -1,0 +1,433 @@
+-- The unified event log: tenants, events (aggregate streams and DCB tags in one
+-- table), snapshots, and the SQL API that both psql users and the Go API call.
+--
+-- Errors raised by the SQL API use SQLSTATEs of class ES so clients can match
+-- them; the Go package translates them in one place (errors.go):
+--   ES001 wrong expected version   DETAIL {"expected":n,"actual":n}
+--   ES002 stream not found         ES003 stream deleted
+--   ES004 invalid argument/event   ES005 tenant not found
+--   ES006 tenant suspended         ES007 event id reused with other content
+
+-- +goose Up
+CREATE SCHEMA es;
+
+CREATE TABLE es.tenants (
+    tenant_id  text PRIMARY KEY
+               CONSTRAINT tenant_id_format CHECK (tenant_id ~ '^[a-z0-9][a-z0-9_-]{0,39}$'),
+    name       text NOT NULL DEFAULT '',
+    status     text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Positions come from one sequence shared by all tenants: strictly increasing
+-- within a tenant, with gaps. CACHE 1 keeps nextval order equal to call order,
+-- which the DCB read head relies on.
+CREATE SEQUENCE es.event_position AS bigint CACHE 1;
+
+-- tx_id records the writing transaction so subscribers can read in an order
+-- that a late commit can never slip behind (NOTES.md hazard 2): readers only
+-- consume tx_id < pg_snapshot_xmin(pg_current_snapshot()).
+CREATE TABLE es.events (
+    tenant_id      text        NOT NULL,
+    position       bigint      NOT NULL,
+    tx_id          xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    event_id       uuid        NOT NULL,
+    event_type     text        NOT NULL,
+    stream_id      text,
+    stream_version bigint,
+    payload        jsonb       NOT NULL,
+    metadata       jsonb       NOT NULL DEFAULT '{}',
+    tags           text[]      NOT NULL DEFAULT '{}',
+    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, position),
+    UNIQUE (tenant_id, event_id),
+    UNIQUE (tenant_id, stream_id, stream_version),
+    CHECK ((stream_id IS NULL) = (stream_version IS NULL))
+) PARTITION BY LIST (tenant_id);
+
+-- fastupdate off: a pending list is scanned by every lookup and makes the
+-- condition check slower as the log grows (NOTES.md hazard 9).
+CREATE INDEX events_tags ON es.events USING gin (tags) WITH (fastupdate = off);
+
+CREATE TABLE es.snapshots (
+    tenant_id      text        NOT NULL,
+    stream_id      text        NOT NULL,
+    stream_version bigint      NOT NULL CHECK (stream_version >= 1),
+    schema_version int         NOT NULL,
+    state          jsonb       NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, stream_id, stream_version)
+) PARTITION BY LIST (tenant_id);
+
+-- es.raise raises one of the store's errors; usable inside expressions.
+-- +goose StatementBegin
+CREATE FUNCTION es.raise(p_code text, p_message text, p_detail text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = coalesce(p_detail, '');
+END $$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION es.create_tenant(p_tenant_id text, p_name text DEFAULT '')
+RETURNS es.tenants LANGUAGE plpgsql AS $$
+DECLARE
+    v_row es.tenants;
+BEGIN
+    IF p_tenant_id IS NULL OR p_tenant_id !~ '^[a-z0-9][a-z0-9_-]{0,39}$' THEN
+        PERFORM es.raise('ES004', format('invalid tenant id %L: use 1-40 characters a-z, 0-9, "_" or "-", starting with a letter or digit', left(p_tenant_id, 80)));
+    END IF;
+    INSERT INTO es.tenants (tenant_id, name) VALUES (p_tenant_id, coalesce(p_name, ''))
+    ON CONFLICT (tenant_id) DO NOTHING;
+    IF NOT FOUND THEN
+        -- Creating an existing tenant is idempotent.
+        SELECT * INTO v_row FROM es.tenants WHERE tenant_id = p_tenant_id;
+        RETURN v_row;
+    END IF;
+    EXECUTE format('CREATE TABLE es.%I PARTITION OF es.events FOR VALUES IN (%L)', 'events_' || p_tenant_id, p_tenant_id);
+    EXECUTE format('CREATE TABLE es.%I PARTITION OF es.snapshots FOR VALUES IN (%L)', 'snapshots_' || p_tenant_id, p_tenant_id);
+    SELECT * INTO v_row FROM es.tenants WHERE tenant_id = p_tenant_id;
+    RETURN v_row;
+END $$;
+-- +goose StatementEnd
+
+-- es.check_tenant fails unless the tenant exists and may be written to.
+-- +goose StatementBegin
+CREATE FUNCTION es.check_tenant(p_tenant_id text, p_for_write boolean)
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT status INTO v_status FROM es.tenants WHERE tenant_id = p_tenant_id;
+    IF v_status IS NULL THEN
+        PERFORM es.raise('ES005', format('tenant %L not found', left(p_tenant_id, 80)));
+    ELSIF p_for_write AND v_status <> 'active' THEN
+        PERFORM es.raise('ES006', format('tenant %L is %s', p_tenant_id, v_status));
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- es.validate_events checks a batch given as a JSON array of
+-- {"id","type","payload","metadata","tags"} and returns its length.
+-- Limits (documented in README): at most 100000 events, type 1-200
+-- characters and not starting with "$" (reserved), payload at most 1 MiB
+-- (jsonb), metadata a JSON object, tags an array of 1-1000 character strings.
+-- +goose StatementBegin
+CREATE FUNCTION es.validate_events(p_events jsonb)
+RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_n int;
+    v_ord bigint;
+    v_reason text;
+BEGIN
+    IF p_events IS NULL OR jsonb_typeof(p_events) <> 'array' THEN
+        PERFORM es.raise('ES004', 'events must be a JSON array');
+    END IF;
+    v_n := jsonb_array_length(p_events);
+    IF v_n = 0 THEN
+        PERFORM es.raise('ES004', 'empty batch: append at least one event');
+    ELSIF v_n > 100000 THEN
+        PERFORM es.raise('ES004', format('batch of %s events is over the limit of 100000', v_n));
+    END IF;
+    SELECT ord, reason INTO v_ord, v_reason FROM (
+        SELECT ord, CASE
+            WHEN jsonb_typeof(ev) <> 'object' THEN 'event is not a JSON object'
+            WHEN jsonb_typeof(ev->'type') IS DISTINCT FROM 'string' OR ev->>'type' = '' THEN 'event type is empty'
+            WHEN length(ev->>'type') > 200 THEN 'event type is longer than 200 characters'
+            WHEN left(ev->>'type', 1) = '$' THEN 'event types starting with "$" are reserved'
+            WHEN ev->'payload' IS NULL THEN 'payload is missing'
+            WHEN pg_column_size(ev->'payload') > 1048576 THEN 'payload is larger than 1 MiB'
+            WHEN ev ? 'id' AND (jsonb_typeof(ev->'id') <> 'string' OR ev->>'id' !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$')
+                THEN 'event id is not a UUID'
+            WHEN ev ? 'metadata' AND jsonb_typeof(ev->'metadata') <> 'object' THEN 'metadata is not a JSON object'
+            WHEN ev ? 'tags' AND jsonb_typeof(ev->'tags') <> 'array' THEN 'tags is not a JSON array'
+            WHEN ev ? 'tags' AND EXISTS (
+                SELECT 1 FROM jsonb_array_elements(ev->'tags') t
+                WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000)
+                THEN 'a tag is not a string of 1-1000 characters'
+            END AS reason
+        FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
+    ) bad WHERE reason IS NOT NULL ORDER BY ord LIMIT 1;
+    IF v_reason IS NOT NULL THEN
+        PERFORM es.raise('ES004', format('event %s: %s', v_ord - 1, v_reason), json_build_object('index', v_ord - 1)::text);
+    END IF;
+    RETURN v_n;
+END $$;
+-- +goose StatementEnd
+
+-- es.lock_for_write takes the locks that make this batch visible to
+-- concurrent conditional appends (DCB) whose queries could match it: one
+-- shared advisory lock per distinct tag and type of the batch plus one for
+-- "any event of this tenant". Batches with many keys lock coarse stripes
+-- instead, so a 10,000-tag batch takes at most 512 locks (hazard 8). Keys are
+-- taken in ascending order so writers never deadlock.
+-- +goose StatementBegin
+CREATE FUNCTION es.lock_for_write(p_tenant_id text, p_types text[], p_tags text[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_keys bigint[];
+BEGIN
+    SELECT array_agg(DISTINCT k ORDER BY k) INTO v_keys FROM (
+        SELECT es.lock_key(p_tenant_id, 'a', '') AS k
+        UNION ALL SELECT es.lock_key(p_tenant_id, 'y', t) FROM unnest(p_types) t
+        UNION ALL SELECT es.lock_key(p_tenant_id, 't', t) FROM unnest(p_tags) t
+    ) keys;
+    IF cardinality(v_keys) <= 32 THEN
+        PERFORM pg_advisory_xact_lock_shared(k) FROM unnest(v_keys) k ORDER BY k;
+    ELSE
+        PERFORM pg_advisory_xact_lock(1163067393, s)
+        FROM (SELECT DISTINCT es.lock_stripe(k) AS s FROM unnest(v_keys) k) st ORDER BY s;
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION es.lock_key(p_tenant_id text, p_kind text, p_value text)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT hashtextextended(p_kind || p_tenant_id || chr(31) || p_value, 0)
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION es.lock_stripe(p_key bigint)
+RETURNS int LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (p_key & 511)::int
+$$;
+-- +goose StatementEnd
+
+-- es.find_appended returns the result of an earlier append of the same event
+-- ids (idempotent retry), nothing when none of the ids exist, and fails with
+-- ES007 when some exist with other content or only part of the batch exists.
+-- +goose StatementBegin
+CREATE FUNCTION es.find_appended(p_tenant_id text, p_stream_id text, p_events jsonb,
+                                 OUT stream_version bigint, OUT positions bigint[])
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_n int := jsonb_array_length(p_events);
+    v_found int;
+    v_same int;
+BEGIN
+    SELECT count(*), count(*) FILTER (WHERE
+               e.event_type = n.ev->>'type'
+           AND e.payload = n.ev->'payload'
+           AND e.metadata = coalesce(n.ev->'metadata', '{}')
+           AND e.tags = coalesce(ARRAY(SELECT jsonb_array_elements_text(n.ev->'tags')), '{}')
+           AND e.stream_id IS NOT DISTINCT FROM p_stream_id),
+           max(e.stream_version), array_agg(e.position ORDER BY e.position)
+      INTO v_found, v_same, stream_version, positions
+      FROM jsonb_array_elements(p_events) AS n(ev)
+      JOIN es.events e ON e.tenant_id = p_tenant_id AND e.event_id = (n.ev->>'id')::uuid
+     WHERE n.ev ? 'id';
+    IF v_found = 0 THEN
+        stream_version := NULL;
+        positions := NULL;
+    ELSIF v_found <> v_n OR v_same <> v_n THEN
+        PERFORM es.raise('ES007', 'event ids were appended before with other content; use new ids for new events');
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- es.append_to_stream appends a batch to a stream atomically.
+-- p_expected_version: -1 any, 0 the stream must not exist, -2 the stream must
+-- exist, n >= 1 the stream's current version must be n. Returns the new stream
+-- version and the events' positions. Retrying with the same event ids returns
+-- the first result. Two appends racing for the same version: one wins, the
+-- other fails with ES001 or, if both passed the check at once, unique_violation
+-- (23505): both mean "reload and retry".
+-- +goose StatementBegin
+CREATE FUNCTION es.append_to_stream(p_tenant_id text, p_stream_id text, p_expected_version bigint, p_events jsonb,
+                                    OUT stream_version bigint, OUT positions bigint[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n int;
+    v_current bigint;
+    v_last_type text;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    IF p_stream_id IS NULL OR p_stream_id = '' OR length(p_stream_id) > 200 THEN
+        PERFORM es.raise('ES004', 'stream id must be 1-200 characters');
+    END IF;
+    IF p_expected_version IS NULL OR p_expected_version < -2 OR p_expected_version > 4503599627370496 THEN
+        PERFORM es.raise('ES004', format('invalid expected version %s: use -1 (any), 0 (no stream), -2 (stream exists) or a version from 1 to 2^52', p_expected_version));
+    END IF;
+    v_n := es.validate_events(p_events);
+
+    SELECT e.stream_version, e.event_type INTO v_current, v_last_type
+      FROM es.events e
+     WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+     ORDER BY e.stream_version DESC LIMIT 1;
+    v_current := coalesce(v_current, 0);
+
+    IF v_last_type = '$tombstone'
+       OR (p_expected_version = 0 AND v_current <> 0)
+       OR (p_expected_version = -2 AND v_current = 0)
+       OR (p_expected_version > 0 AND v_current <> p_expected_version)
+       OR p_expected_version IN (-1, -2) THEN
+        -- Either the check fails or it cannot tell a retry from a new append:
+        -- a retry of an append that succeeded returns its first result.
+        SELECT f.stream_version, f.positions INTO stream_version, positions
+          FROM es.find_appended(p_tenant_id, p_stream_id, p_events) f;
+        IF positions IS NOT NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF v_last_type = '$tombstone' THEN
+        PERFORM es.raise('ES003', format('stream %L is deleted', p_stream_id));
+    END IF;
+    IF (p_expected_version = 0 AND v_current <> 0)
+       OR (p_expected_version = -2 AND v_current = 0)
+       OR (p_expected_version > 0 AND v_current <> p_expected_version) THEN
+        PERFORM es.raise('ES001',
+            format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
+            json_build_object('expected', p_expected_version, 'actual', v_current)::text);
+    END IF;
+
+    stream_version := v_current + v_n;
+    positions := es.insert_events(p_tenant_id, p_stream_id, v_current, p_events);
+END $$;
+-- +goose StatementEnd
+
+-- es.insert_events writes a validated batch after taking the write locks and
+-- returns the positions in batch order. p_stream_id NULL writes DCB events
+-- without a stream.
+-- +goose StatementBegin
+CREATE FUNCTION es.insert_events(p_tenant_id text, p_stream_id text, p_base_version bigint, p_events jsonb)
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_positions bigint[];
+BEGIN
+    PERFORM es.lock_for_write(p_tenant_id,
+        ARRAY(SELECT DISTINCT ev->>'type' FROM jsonb_array_elements(p_events) ev),
+        ARRAY(SELECT DISTINCT t FROM jsonb_array_elements(p_events) ev, jsonb_array_elements_text(ev->'tags') t));
+    WITH ins AS (
+        INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version, payload, metadata, tags)
+        SELECT p_tenant_id, nextval('es.event_position'), coalesce((ev->>'id')::uuid, gen_random_uuid()), ev->>'type',
+               p_stream_id, CASE WHEN p_stream_id IS NOT NULL THEN p_base_version + ord END,
+               ev->'payload', coalesce(ev->'metadata', '{}'),
+               coalesce(ARRAY(SELECT jsonb_array_elements_text(ev->'tags')), '{}')
+          FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
+         ORDER BY ord
+        RETURNING position
+    )
+    SELECT array_agg(position ORDER BY position) INTO v_positions FROM ins;
+    RETURN v_positions;
+END $$;
+-- +goose StatementEnd
+
+-- es.delete_stream soft-deletes a stream by appending a tombstone event: its
+-- events stay in the log (subscribers see the deletion), reads of the stream
+-- fail with ES003 and so do appends. Returns the tombstone's stream version.
+-- +goose StatementBegin
+CREATE FUNCTION es.delete_stream(p_tenant_id text, p_stream_id text, p_expected_version bigint DEFAULT -2)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_current bigint;
+    v_last_type text;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    IF p_expected_version IS NULL OR p_expected_version < -2 OR p_expected_version = 0 OR p_expected_version > 4503599627370496 THEN
+        PERFORM es.raise('ES004', format('invalid expected version %s for a delete: use -1 (any), -2 (stream exists) or a version', p_expected_version));
+    END IF;
+    SELECT e.stream_version, e.event_type INTO v_current, v_last_type
+      FROM es.events e
+     WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+     ORDER BY e.stream_version DESC LIMIT 1;
+    IF v_current IS NULL THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF v_last_type = '$tombstone' THEN
+        RETURN v_current; -- deleting twice is not an error
+    ELSIF p_expected_version > 0 AND v_current <> p_expected_version THEN
+        PERFORM es.raise('ES001',
+            format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
+            json_build_object('expected', p_expected_version, 'actual', v_current)::text);
+    END IF;
+    PERFORM es.insert_events(p_tenant_id, p_stream_id, v_current,
+        jsonb_build_array(jsonb_build_object('type', '$tombstone', 'payload', '{}'::jsonb)));
+    RETURN v_current + 1;
+END $$;
+-- +goose StatementEnd
+
+-- es.stream_head returns a stream's current version (0 when it has no events)
+-- and whether it is deleted.
+-- +goose StatementBegin
+CREATE FUNCTION es.stream_head(p_tenant_id text, p_stream_id text, OUT version bigint, OUT deleted boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(max(e.stream_version), 0),
+           coalesce(bool_or(e.event_type = '$tombstone'), false)
+      FROM (SELECT stream_version, event_type FROM es.events
+             WHERE tenant_id = p_tenant_id AND stream_id = p_stream_id
+             ORDER BY stream_version DESC LIMIT 1) e
+$$;
+-- +goose StatementEnd
+
+-- es.read_stream reads up to p_limit events of a stream starting at
+-- p_from_version (inclusive), forwards or backwards. A p_from_version of
+-- 0 (forwards) means the first event and -1 (backwards) the last one.
+-- +goose StatementBegin
+CREATE FUNCTION es.read_stream(p_tenant_id text, p_stream_id text, p_from_version bigint DEFAULT 0,
+                               p_limit int DEFAULT 1000, p_backwards boolean DEFAULT false)
+RETURNS SETOF es.events LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_head record;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    IF p_limit IS NULL OR p_limit < 0 THEN
+        PERFORM es.raise('ES004', 'limit must be 0 or more');
+    END IF;
+    v_head := es.stream_head(p_tenant_id, p_stream_id);
+    IF v_head.version = 0 THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF v_head.deleted THEN
+        PERFORM es.raise('ES003', format('stream %L is deleted', p_stream_id));
+    END IF;
+    IF p_backwards THEN
+        RETURN QUERY SELECT * FROM es.events e
+         WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+           AND (p_from_version < 0 OR e.stream_version <= p_from_version)
+         ORDER BY e.stream_version DESC LIMIT p_limit;
+    ELSE
+        RETURN QUERY SELECT * FROM es.events e
+         WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+           AND e.stream_version >= p_from_version
+         ORDER BY e.stream_version LIMIT p_limit;
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION es.save_snapshot(p_tenant_id text, p_stream_id text, p_stream_version bigint,
+                                 p_schema_version int, p_state jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_head record;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    IF p_state IS NULL OR p_schema_version IS NULL THEN
+        PERFORM es.raise('ES004', 'snapshot state and schema version are required');
+    END IF;
+    v_head := es.stream_head(p_tenant_id, p_stream_id);
+    IF v_head.version = 0 THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF p_stream_version IS NULL OR p_stream_version < 1 OR p_stream_version > v_head.version THEN
+        PERFORM es.raise('ES004', format('snapshot version %s is outside the stream (1-%s)', p_stream_version, v_head.version));
+    END IF;
+    INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state)
+    VALUES (p_tenant_id, p_stream_id, p_stream_version, p_schema_version, p_state)
+    ON CONFLICT (tenant_id, stream_id, stream_version)
+    DO UPDATE SET schema_version = excluded.schema_version, state = excluded.state, created_at = now();
+END $$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION es.load_snapshot(p_tenant_id text, p_stream_id text)
+RETURNS SETOF es.snapshots LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    RETURN QUERY SELECT * FROM es.snapshots s
+     WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id
+     ORDER BY s.stream_version DESC LIMIT 1;
+END $$;
+-- +goose StatementEnd
+
+-- +goose Down
+DROP SCHEMA es CASCADE;

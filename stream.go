@@ -1,0 +1,140 @@
+package pges
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+
+	"github.com/eventstore-go/pges/db"
+)
+
+// AppendToStream appends events to a stream atomically in one round trip,
+// if the stream's version matches expected. Retrying with the same event ids
+// returns the first result and writes nothing.
+func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expected ExpectedVersion, events ...EventData) (AppendResult, error) {
+	batch, err := encodeBatch(events)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	arg := db.AppendToStreamParams{TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected), Events: batch}
+	for attempt := 0; ; attempt++ {
+		row, err := t.store.queries.AppendToStream(ctx, t.store.pool, arg)
+		if err == nil {
+			return AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
+		}
+		// A unique violation means a concurrent append took the version (or
+		// the ids) between our check and our insert. Running the append
+		// again classifies it: an idempotent retry, a wrong version with
+		// the actual one, or, for Any, success at the next version.
+		if !isUniqueViolation(err) || (expected != Any && attempt > 0) || attempt >= t.store.config.AnyVersionRetries {
+			if isUniqueViolation(err) {
+				return AppendResult{}, &WrongExpectedVersionError{StreamID: streamID, Expected: expected, Actual: -1}
+			}
+			return AppendResult{}, translate(err, streamID)
+		}
+	}
+}
+
+// DeleteStream soft-deletes a stream: a tombstone event is appended, the
+// events stay in the log, and later reads and appends fail with
+// ErrStreamDeleted. Deleting a deleted stream is not an error. expected may
+// be Any, StreamExists or an exact version. Returns the tombstone's version.
+func (t *TenantStore) DeleteStream(ctx context.Context, streamID string, expected ExpectedVersion) (int64, error) {
+	v, err := t.store.queries.DeleteStream(ctx, t.store.pool, db.DeleteStreamParams{
+		TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected),
+	})
+	if isUniqueViolation(err) {
+		return 0, &WrongExpectedVersionError{StreamID: streamID, Expected: expected, Actual: -1}
+	}
+	return v, translate(err, streamID)
+}
+
+// StreamVersion returns a stream's current version (0: no events) and
+// whether it is deleted.
+func (t *TenantStore) StreamVersion(ctx context.Context, streamID string) (version int64, deleted bool, err error) {
+	row, err := t.store.queries.StreamHead(ctx, t.store.pool, db.StreamHeadParams{TenantID: t.tenantID, StreamID: streamID})
+	return row.Version, row.Deleted, translate(err, streamID)
+}
+
+// ReadOptions selects part of a stream.
+type ReadOptions struct {
+	// From is the first version to return (inclusive). 0 means the start
+	// forwards and the end backwards.
+	From int64
+	// Limit caps the events returned; 0 means the store's ReadPageSize.
+	Limit int
+	// Backwards reads from From towards version 1.
+	Backwards bool
+}
+
+// ReadStream returns up to opts.Limit events of a stream in version order.
+// It fails with ErrStreamNotFound or ErrStreamDeleted.
+func (t *TenantStore) ReadStream(ctx context.Context, streamID string, opts ReadOptions) ([]RecordedEvent, error) {
+	if opts.From < 0 || opts.Limit < 0 {
+		return nil, invalid(-1, "read options: From and Limit must not be negative")
+	}
+	limit := opts.Limit
+	if limit == 0 {
+		limit = t.store.config.ReadPageSize
+	}
+	from := opts.From
+	if opts.Backwards && from == 0 {
+		from = -1
+	}
+	rows, err := t.store.queries.ReadStream(ctx, t.store.pool, db.ReadStreamParams{
+		TenantID: t.tenantID, StreamID: streamID, FromVersion: from, MaxCount: int32(min(limit, 1<<30)), Backwards: opts.Backwards,
+	})
+	if err != nil {
+		return nil, translate(err, streamID)
+	}
+	out := make([]RecordedEvent, len(rows))
+	for i, r := range rows {
+		if out[i], err = recordedFromRow(r); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// IterateStream yields a stream's events from version from (0: the start)
+// in order, fetching ReadPageSize events per round trip, so streams of any
+// length are read in constant memory. It stops at the first error.
+func (t *TenantStore) IterateStream(ctx context.Context, streamID string, from int64) iter.Seq2[RecordedEvent, error] {
+	return func(yield func(RecordedEvent, error) bool) {
+		next := max(from, 1)
+		for {
+			page, err := t.ReadStream(ctx, streamID, ReadOptions{From: next})
+			if err != nil {
+				yield(RecordedEvent{}, err)
+				return
+			}
+			for _, e := range page {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if len(page) < t.store.config.ReadPageSize {
+				return
+			}
+			next = page[len(page)-1].StreamVersion + 1
+		}
+	}
+}
+
+func recordedFromRow(r db.ReadStreamRow) (RecordedEvent, error) {
+	e := RecordedEvent{
+		Position:      r.Position,
+		ID:            r.EventID,
+		Type:          r.EventType,
+		StreamID:      r.StreamID.String,
+		StreamVersion: r.StreamVersion.Int64,
+		Payload:       json.RawMessage(r.Payload),
+		Tags:          r.Tags,
+		RecordedAt:    r.RecordedAt.Time,
+	}
+	if err := json.Unmarshal(r.Metadata, &e.Metadata); err != nil {
+		return e, fmt.Errorf("event at position %d: metadata: %w", r.Position, err)
+	}
+	return e, nil
+}
