@@ -69,8 +69,20 @@ const (
 	codeTenantNotFound       = "ES005"
 	codeTenantSuspended      = "ES006"
 	codeEventIDConflict      = "ES007"
+	codeConditionViolated    = "ES008"
 	codeUniqueViolation      = "23505"
 )
+
+// Constraint violations and conversion errors that bad input can reach when
+// it slips past the SQL API's own checks (the constraints are the last guard).
+var invalidInputCodes = map[string]bool{
+	"23514": true, // check_violation
+	"23502": true, // not_null_violation
+	"22P02": true, // invalid_text_representation
+	"22023": true, // invalid_parameter_value
+	"22001": true, // string_data_right_truncation
+	"22003": true, // numeric_value_out_of_range
+}
 
 // translate turns PostgreSQL errors into the package's errors; it is the one
 // place that knows the SQL API's error codes.
@@ -102,6 +114,17 @@ func translate(err error, streamID string) error {
 		return &storeError{ErrTenantSuspended, pgErr.Message}
 	case codeEventIDConflict:
 		return &storeError{ErrEventIDConflict, pgErr.Message}
+	case codeConditionViolated:
+		var d struct{ Position int64 }
+		_ = json.Unmarshal([]byte(pgErr.Detail), &d)
+		return &ConditionViolatedError{Position: d.Position}
+	}
+	if invalidInputCodes[pgErr.Code] {
+		reason := pgErr.Message
+		if pgErr.ConstraintName != "" {
+			reason = "constraint " + pgErr.ConstraintName + " violated"
+		}
+		return &InvalidEventError{Index: -1, Reason: reason}
 	}
 	return err
 }

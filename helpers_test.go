@@ -22,6 +22,10 @@ func newTenant(t *testing.T) (*pges.TenantStore, *pgxpool.Pool) {
 	return store.Tenant(testdb.NewTenant(t, pool)), pool
 }
 
+func testdbPool(t *testing.T) *pgxpool.Pool { return testdb.Pool(t) }
+
+func newTenantID(t *testing.T, pool *pgxpool.Pool) string { return testdb.NewTenant(t, pool) }
+
 func ev(typ string, payload any) pges.EventData {
 	b, err := json.Marshal(payload)
 	if err != nil {

@@ -42,12 +42,21 @@ CREATE TABLE es.events (
     PRIMARY KEY (tenant_id, position),
     UNIQUE (tenant_id, event_id),
     UNIQUE (tenant_id, stream_id, stream_version),
-    CHECK ((stream_id IS NULL) = (stream_version IS NULL))
+    CHECK ((stream_id IS NULL) = (stream_version IS NULL)),
+    -- The last guard of the documented limits; es.validate_events reports
+    -- them with the offending event's index before they are reached.
+    CONSTRAINT event_type_1_to_200_characters CHECK (length(event_type) BETWEEN 1 AND 200),
+    CONSTRAINT stream_id_1_to_200_characters CHECK (length(stream_id) BETWEEN 1 AND 200),
+    CONSTRAINT payload_at_most_1_mib CHECK (pg_column_size(payload) <= 1048576),
+    CONSTRAINT metadata_is_an_object CHECK (jsonb_typeof(metadata) = 'object'),
+    CONSTRAINT tags_not_empty_strings CHECK (array_position(tags, '') IS NULL AND array_position(tags, NULL) IS NULL)
 ) PARTITION BY LIST (tenant_id);
 
 -- fastupdate off: a pending list is scanned by every lookup and makes the
 -- condition check slower as the log grows (NOTES.md hazard 9).
 CREATE INDEX events_tags ON es.events USING gin (tags) WITH (fastupdate = off);
+-- Query items that name types but no tags.
+CREATE INDEX events_type ON es.events (event_type, position);
 
 CREATE TABLE es.snapshots (
     tenant_id      text        NOT NULL,
@@ -155,32 +164,84 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
--- es.lock_for_write takes the locks that make this batch visible to
--- concurrent conditional appends (DCB) whose queries could match it: one
--- shared advisory lock per distinct tag and type of the batch plus one for
--- "any event of this tenant". Batches with many keys lock coarse stripes
--- instead, so a 10,000-tag batch takes at most 512 locks (hazard 8). Keys are
--- taken in ascending order so writers never deadlock.
+-- es.check_batch returns the batch's length after a fast check of every
+-- rule es.validate_events enforces (one jsonpath pass in C); only a batch
+-- that fails it pays for es.validate_events, which names the bad event.
 -- +goose StatementBegin
-CREATE FUNCTION es.lock_for_write(p_tenant_id text, p_types text[], p_tags text[])
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_keys bigint[];
+CREATE FUNCTION es.check_batch(p_events jsonb)
+RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    SELECT array_agg(DISTINCT k ORDER BY k) INTO v_keys FROM (
-        SELECT es.lock_key(p_tenant_id, 'a', '') AS k
-        UNION ALL SELECT es.lock_key(p_tenant_id, 'y', t) FROM unnest(p_types) t
-        UNION ALL SELECT es.lock_key(p_tenant_id, 't', t) FROM unnest(p_tags) t
-    ) keys;
-    IF cardinality(v_keys) <= 32 THEN
-        PERFORM pg_advisory_xact_lock_shared(k) FROM unnest(v_keys) k ORDER BY k;
-    ELSE
-        PERFORM pg_advisory_xact_lock(1163067393, s)
-        FROM (SELECT DISTINCT es.lock_stripe(k) AS s FROM unnest(v_keys) k) st ORDER BY s;
+    IF jsonb_typeof(p_events) IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_events) NOT BETWEEN 1 AND 100000
+       OR p_events @? '$[*] ? (@.type() != "object"
+              || !exists(@.type) || @.type.type() != "string" || @.type == "" || @.type starts with "$"
+              || @.type like_regex "^.{200}." flag "s"
+              || !exists(@.payload)
+              || (exists(@.id) && @.id.type() != "string")
+              || (exists(@.metadata) && @.metadata.type() != "object")
+              || (exists(@.tags) && @.tags.type() != "array")
+              || exists(@.tags[*] ? (@.type() != "string" || @ == "")))'
+       OR EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000) THEN
+        RETURN es.validate_events(p_events);
     END IF;
+    RETURN jsonb_array_length(p_events);
 END $$;
 -- +goose StatementEnd
 
+-- es.lock_boundary takes the advisory locks that make appends and DCB
+-- conditions see each other (NOTES.md hazards 3 and 8):
+--  * a writer of p_events takes a SHARED lock on the key (es.lock_key) of
+--    every distinct tag and type it writes, plus the tenant's "any event" key;
+--    writers never wait for each other;
+--  * a condition (or a read that hands out a head) on query p_query takes
+--    an EXCLUSIVE lock on one key per query item: one of the item's tags (an
+--    event matching the item carries them all), else each of its types, else
+--    the "any event" key. It waits for every in-flight writer of a matching
+--    event, and such writers wait for it;
+--  * a batch with more than 32 write keys locks their 512 coarse stripes
+--    EXCLUSIVELY instead, and conditions also take a SHARED lock on the stripe
+--    of each of their keys, so a 10,000-tag batch takes at most 512 locks
+--    while conditions on disjoint keys still never wait for each other.
+-- Every caller takes its locks in one statement, in ascending (stripe, key)
+-- order with the strongest mode per lock, so lock waits cannot deadlock.
+-- +goose StatementBegin
+CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM count(CASE
+                WHEN stripe AND exclusive THEN pg_advisory_xact_lock(1163067393, key::int)
+                WHEN stripe THEN pg_advisory_xact_lock_shared(1163067393, key::int)
+                WHEN exclusive THEN pg_advisory_xact_lock(key)
+                ELSE pg_advisory_xact_lock_shared(key) END)
+      FROM (WITH w AS (
+                SELECT DISTINCT es.lock_key(p_tenant_id, kind, val) AS k
+                  FROM (SELECT 'a' AS kind, '' AS val WHERE p_events IS NOT NULL
+                        UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
+                        UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv),
+            c AS (
+                SELECT es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t)) AS k
+                  FROM jsonb_array_elements(p_query) q WHERE jsonb_array_length(coalesce(q->'tags', '[]')) > 0
+                UNION
+                SELECT es.lock_key(p_tenant_id, 'y', y)
+                  FROM jsonb_array_elements(p_query) q, jsonb_array_elements_text(q->'types') y
+                 WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0
+                UNION
+                SELECT es.lock_key(p_tenant_id, 'a', '')
+                  FROM jsonb_array_elements(p_query) q
+                 WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0 AND jsonb_array_length(coalesce(q->'types', '[]')) = 0),
+            many AS (SELECT count(*) > 32 AS yes FROM w),
+            wanted (stripe, key, exclusive) AS (
+                SELECT false, k, true FROM c
+                UNION ALL SELECT true, es.lock_stripe(k), false FROM c
+                UNION ALL SELECT false, k, false FROM w WHERE NOT (SELECT yes FROM many)
+                UNION ALL SELECT true, es.lock_stripe(k), true FROM w WHERE (SELECT yes FROM many))
+            SELECT stripe, key, bool_or(exclusive) AS exclusive
+              FROM wanted GROUP BY stripe, key ORDER BY stripe DESC, key) ordered;
+END $$;
+-- +goose StatementEnd
+
+-- es.lock_key is the advisory lock key of a tag ('t'), a type ('y') or the
+-- whole tenant ('a'). chr(31) cannot occur in a tenant id.
 -- +goose StatementBegin
 CREATE FUNCTION es.lock_key(p_tenant_id text, p_kind text, p_value text)
 RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -240,22 +301,29 @@ CREATE FUNCTION es.append_to_stream(p_tenant_id text, p_stream_id text, p_expect
 LANGUAGE plpgsql AS $$
 DECLARE
     v_n int;
+    v_status text;
     v_current bigint;
     v_last_type text;
 BEGIN
-    PERFORM es.check_tenant(p_tenant_id, true);
     IF p_stream_id IS NULL OR p_stream_id = '' OR length(p_stream_id) > 200 THEN
         PERFORM es.raise('ES004', 'stream id must be 1-200 characters');
     END IF;
     IF p_expected_version IS NULL OR p_expected_version < -2 OR p_expected_version > 4503599627370496 THEN
         PERFORM es.raise('ES004', format('invalid expected version %s: use -1 (any), 0 (no stream), -2 (stream exists) or a version from 1 to 2^52', p_expected_version));
     END IF;
-    v_n := es.validate_events(p_events);
+    v_n := es.check_batch(p_events);
 
-    SELECT e.stream_version, e.event_type INTO v_current, v_last_type
-      FROM es.events e
-     WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
-     ORDER BY e.stream_version DESC LIMIT 1;
+    -- The tenant's status and the stream's head in one statement.
+    SELECT t.status, h.stream_version, h.event_type INTO v_status, v_current, v_last_type
+      FROM es.tenants t
+      LEFT JOIN LATERAL (
+            SELECT e.stream_version, e.event_type FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+             ORDER BY e.stream_version DESC LIMIT 1) h ON true
+     WHERE t.tenant_id = p_tenant_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM es.check_tenant(p_tenant_id, true); -- raises the right error
+    END IF;
     v_current := coalesce(v_current, 0);
 
     IF v_last_type = '$tombstone'
@@ -282,23 +350,22 @@ BEGIN
             json_build_object('expected', p_expected_version, 'actual', v_current)::text);
     END IF;
 
+    PERFORM es.lock_boundary(p_tenant_id, p_events, NULL);
     stream_version := v_current + v_n;
-    positions := es.insert_events(p_tenant_id, p_stream_id, v_current, p_events);
+    positions := es.write_events(p_tenant_id, p_stream_id, v_current, p_events);
 END $$;
 -- +goose StatementEnd
 
--- es.insert_events writes a validated batch after taking the write locks and
--- returns the positions in batch order. p_stream_id NULL writes DCB events
--- without a stream.
+-- es.write_events inserts a checked batch and returns the positions in batch
+-- order. The caller has taken the batch's locks (es.lock_boundary) first:
+-- positions must be drawn after them. p_stream_id NULL writes events without
+-- a stream (DCB).
 -- +goose StatementBegin
-CREATE FUNCTION es.insert_events(p_tenant_id text, p_stream_id text, p_base_version bigint, p_events jsonb)
+CREATE FUNCTION es.write_events(p_tenant_id text, p_stream_id text, p_base_version bigint, p_events jsonb)
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     v_positions bigint[];
 BEGIN
-    PERFORM es.lock_for_write(p_tenant_id,
-        ARRAY(SELECT DISTINCT ev->>'type' FROM jsonb_array_elements(p_events) ev),
-        ARRAY(SELECT DISTINCT t FROM jsonb_array_elements(p_events) ev, jsonb_array_elements_text(ev->'tags') t));
     WITH ins AS (
         INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version, payload, metadata, tags)
         SELECT p_tenant_id, nextval('es.event_position'), coalesce((ev->>'id')::uuid, gen_random_uuid()), ev->>'type',
@@ -323,6 +390,7 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_current bigint;
     v_last_type text;
+    v_tombstone jsonb;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, true);
     IF p_expected_version IS NULL OR p_expected_version < -2 OR p_expected_version = 0 OR p_expected_version > 4503599627370496 THEN
@@ -341,8 +409,9 @@ BEGIN
             format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
             json_build_object('expected', p_expected_version, 'actual', v_current)::text);
     END IF;
-    PERFORM es.insert_events(p_tenant_id, p_stream_id, v_current,
-        jsonb_build_array(jsonb_build_object('type', '$tombstone', 'payload', '{}'::jsonb)));
+    v_tombstone := jsonb_build_array(jsonb_build_object('type', '$tombstone', 'payload', '{}'::jsonb));
+    PERFORM es.lock_boundary(p_tenant_id, v_tombstone, NULL);
+    PERFORM es.write_events(p_tenant_id, p_stream_id, v_current, v_tombstone);
     RETURN v_current + 1;
 END $$;
 -- +goose StatementEnd
