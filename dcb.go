@@ -85,9 +85,15 @@ func (t *TenantStore) Append(ctx context.Context, events []EventData, cond *Appe
 	}
 	positions, err := t.store.queries.AppendEvents(ctx, t.store.pool, arg)
 	if isUniqueViolation(err) {
-		// A concurrent append of the same ids committed first: this run
-		// finds them and returns their positions.
-		positions, err = t.store.queries.AppendEvents(ctx, t.store.pool, arg)
+		// The ids were appended before (a retry): return their positions,
+		// or ErrEventIDConflict if they came with other content.
+		found, ferr := t.store.queries.FindAppended(ctx, t.store.pool, db.FindAppendedParams{TenantID: t.tenantID, Events: batch})
+		if ferr == nil && found != nil {
+			return AppendResult{Positions: found}, nil
+		}
+		if ferr != nil {
+			err = ferr
+		}
 	}
 	if err != nil {
 		err = translate(err, "")

@@ -194,13 +194,27 @@ func TestConditionalAppend(t *testing.T) {
 		t.Fatalf("condition did not see the stream append: %v", err)
 	}
 
-	// Idempotent retry.
+	// Idempotent retries, with and without a condition.
 	ev := tagged("Once", "once")
 	ev.ID = uuid.New()
 	first := mustDCB(t, ts, &pges.AppendCondition{FailIfEventsMatch: pges.Tags("once")}, ev)
 	again := mustDCB(t, ts, &pges.AppendCondition{FailIfEventsMatch: pges.Tags("once")}, ev)
 	if fmt.Sprint(first.Positions) != fmt.Sprint(again.Positions) {
 		t.Fatalf("retry returned %v, want %v", again.Positions, first.Positions)
+	}
+	plain := tagged("Plain", "plain")
+	plain.ID = uuid.New()
+	first = mustDCB(t, ts, nil, plain)
+	before = countEvents(t, pool, ts.TenantID())
+	if retry := mustDCB(t, ts, nil, plain); fmt.Sprint(first.Positions) != fmt.Sprint(retry.Positions) {
+		t.Fatalf("unconditional retry returned %v, want %v", retry.Positions, first.Positions)
+	}
+	plain.Payload = json.RawMessage(`{"changed":true}`)
+	if _, err := ts.Append(ctx, []pges.EventData{plain}, nil); !errors.Is(err, pges.ErrEventIDConflict) {
+		t.Fatalf("same id, other content: %v", err)
+	}
+	if n := countEvents(t, pool, ts.TenantID()); n != before {
+		t.Fatalf("retries wrote %d events", n-before)
 	}
 }
 

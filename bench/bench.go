@@ -8,6 +8,7 @@ package bench
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -45,14 +46,16 @@ type Config struct {
 
 // Result is one measured phase.
 type Result struct {
-	Scenario string        `json:"scenario"`
-	Clients  int           `json:"clients"`
-	Calls    int64         `json:"calls"`
-	Events   int64         `json:"events"`
-	Elapsed  time.Duration `json:"elapsed_ns"`
-	P50      time.Duration `json:"p50_ns"`
-	P95      time.Duration `json:"p95_ns"`
-	P99      time.Duration `json:"p99_ns"`
+	Scenario string `json:"scenario"`
+	Clients  int    `json:"clients"`
+	Calls    int64  `json:"calls"`
+	Events   int64  `json:"events"`
+	// Conflicts counts calls refused by a DCB condition (contended runs).
+	Conflicts int64         `json:"conflicts,omitempty"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	P50       time.Duration `json:"p50_ns"`
+	P95       time.Duration `json:"p95_ns"`
+	P99       time.Duration `json:"p99_ns"`
 	// EventsPerSec is Events / Elapsed.
 	EventsPerSec float64 `json:"events_per_sec"`
 	// Baseline is the plain-SQL phase run beside this one.
@@ -176,11 +179,11 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		calls, events atomic.Int64
-		mu            sync.Mutex
-		latencies     []time.Duration
-		firstErr      error
-		wg            sync.WaitGroup
+		calls, events, conflicts atomic.Int64
+		mu                       sync.Mutex
+		latencies                []time.Duration
+		firstErr                 error
+		wg                       sync.WaitGroup
 	)
 	deadline := time.Now().Add(r.cfg.Duration)
 	done := make(chan struct{})
@@ -213,6 +216,10 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 				t0 := time.Now()
 				n, err := fn(ctx, c, i)
 				local = append(local, time.Since(t0))
+				if errors.Is(err, pges.ErrAppendConditionViolated) {
+					conflicts.Add(1)
+					continue
+				}
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -236,7 +243,7 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 		return Result{}, firstErr
 	}
 	slices.Sort(latencies)
-	res := Result{Scenario: name, Clients: clients, Calls: calls.Load(), Events: events.Load(), Elapsed: elapsed,
+	res := Result{Scenario: name, Clients: clients, Calls: calls.Load(), Events: events.Load(), Conflicts: conflicts.Load(), Elapsed: elapsed,
 		P50: percentile(latencies, 0.50), P95: percentile(latencies, 0.95), P99: percentile(latencies, 0.99)}
 	if elapsed > 0 {
 		res.EventsPerSec = float64(res.Events) / elapsed.Seconds()

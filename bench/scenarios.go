@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/tenant"
 	"github.com/google/uuid"
 )
 
@@ -119,4 +120,113 @@ func prepareReadStream(ctx context.Context, r *runner, clients int) (op, op, err
 		return count, rows.Err()
 	}
 	return storeOp, baseOp, nil
+}
+
+func init() {
+	all = append(all,
+		scenario{name: "dcb-append-disjoint", clients: []int{1, 8}, prepare: prepareDCBDisjoint},
+		scenario{name: "dcb-append-contended", clients: []int{8}, prepare: prepareDCBContended},
+		scenario{name: "dcb-check-10k", clients: []int{1}, prepare: prepareCheckAtSize(10_000)},
+		scenario{name: "dcb-check-1m", clients: []int{1}, prepare: prepareCheckAtSize(1_000_000)},
+	)
+}
+
+// insertOne is the baseline of every one-event scenario: the same row,
+// plain INSERT.
+func insertOne(r *runner) op {
+	return func(ctx context.Context, c int, call int64) (int, error) {
+		e := event(c, call, 0)
+		_, err := r.pool.Exec(ctx, insertRaw, Tenant, uuid.Must(uuid.NewV7()), e.Type, nil, nil, e.Payload, e.Tags)
+		return 1, err
+	}
+}
+
+// prepareDCBDisjoint: every call is a conditional append "fail if an event
+// with my entity tag exists", on a boundary no other call shares.
+func prepareDCBDisjoint(ctx context.Context, r *runner, clients int) (op, op, error) {
+	storeOp := func(ctx context.Context, c int, call int64) (int, error) {
+		e := event(c, call, 0)
+		e.Tags[1] = fmt.Sprintf("entity:%s_%d_%d", r.runID, c, call)
+		_, err := r.store.Append(ctx, []pges.EventData{e}, &pges.AppendCondition{FailIfEventsMatch: pges.Tags(e.Tags[1])})
+		return 1, err
+	}
+	return storeOp, insertOne(r), nil
+}
+
+// prepareDCBContended: all clients decide on one boundary: read it, then
+// append conditioned on the read's head. Conflicts are counted, not failed.
+func prepareDCBContended(ctx context.Context, r *runner, clients int) (op, op, error) {
+	q := pges.Tags("contended:" + r.runID)
+	storeOp := func(ctx context.Context, c int, call int64) (int, error) {
+		res, err := r.store.Read(ctx, q, pges.QueryOptions{Backwards: true, Limit: 1})
+		if err != nil {
+			return 0, err
+		}
+		for _, err := range res.Events {
+			if err != nil {
+				return 0, err
+			}
+		}
+		e := event(c, call, 0)
+		e.Tags = append(e.Tags, q[0].Tags[0])
+		_, err = r.store.Append(ctx, []pges.EventData{e}, &pges.AppendCondition{FailIfEventsMatch: q, After: res.Head})
+		return 1, err
+	}
+	return storeOp, insertOne(r), nil
+}
+
+// prepareCheckAtSize fills a tenant of its own (bench_log_<size>) to size
+// events once, then measures conditional appends whose check finds nothing:
+// the condition check's latency as the log grows.
+func prepareCheckAtSize(size int) func(ctx context.Context, r *runner, clients int) (op, op, error) {
+	return func(ctx context.Context, r *runner, clients int) (op, op, error) {
+		id := fmt.Sprintf("%s_log_%d", Tenant, size)
+		if _, err := tenant.NewManager(r.pool).Create(ctx, id, "bench: log of a fixed size"); err != nil {
+			return nil, nil, err
+		}
+		store, err := pges.New(r.pool, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ts := store.Tenant(id)
+		if err := fill(ctx, r, ts, size); err != nil {
+			return nil, nil, err
+		}
+		storeOp := func(ctx context.Context, c int, call int64) (int, error) {
+			e := event(c, call, 0)
+			e.Tags[1] = fmt.Sprintf("probe:%s_%d_%d", r.runID, c, call)
+			_, err := ts.Append(ctx, []pges.EventData{e}, &pges.AppendCondition{FailIfEventsMatch: pges.Tags(e.Tags[1])})
+			return 1, err
+		}
+		return storeOp, insertOne(r), nil
+	}
+}
+
+// fill tops a tenant up to size events, 10,000 per append: realistic types,
+// three tags per event from a skewed distribution.
+func fill(ctx context.Context, r *runner, ts *pges.TenantStore, size int) error {
+	var have int
+	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM es.events WHERE tenant_id = $1", ts.TenantID()).Scan(&have); err != nil {
+		return err
+	}
+	types := []string{"OrderPlaced", "ItemAdded", "ItemRemoved", "OrderPaid", "OrderShipped"}
+	for have < size {
+		n := min(10_000, size-have)
+		batch := make([]pges.EventData, n)
+		for i := range batch {
+			k := have + i
+			batch[i] = pges.EventData{Type: types[k%len(types)], Payload: payload, Tags: []string{
+				fmt.Sprintf("order:%d", k/8), fmt.Sprintf("customer:%d", (k*7919)%5000), fmt.Sprintf("region:%d", k%7)}}
+		}
+		if _, err := ts.Append(ctx, batch, nil); err != nil {
+			return err
+		}
+		have += n
+		if r.cfg.Progress != nil && have%100_000 == 0 {
+			fmt.Fprintf(r.cfg.Progress, "  filling %s: %d of %d events\n", ts.TenantID(), have, size)
+		}
+	}
+	// Measure with the statistics a long-lived log has, not a fresh load's.
+	_, err := r.pool.Exec(ctx, "SELECT es.analyze_tenant($1)", ts.TenantID())
+	return err
 }

@@ -35,6 +35,22 @@ func (q *Queries) AppendEvents(ctx context.Context, db DBTX, arg AppendEventsPar
 	return positions, err
 }
 
+const findAppended = `-- name: FindAppended :one
+SELECT f.positions::bigint[] AS positions FROM es.find_appended($1::text, NULL, $2::jsonb) f
+`
+
+type FindAppendedParams struct {
+	TenantID string
+	Events   []byte
+}
+
+func (q *Queries) FindAppended(ctx context.Context, db DBTX, arg FindAppendedParams) ([]int64, error) {
+	row := db.QueryRow(ctx, findAppended, arg.TenantID, arg.Events)
+	var positions []int64
+	err := row.Scan(&positions)
+	return positions, err
+}
+
 const readEvents = `-- name: ReadEvents :many
 SELECT position, tx_id, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
 FROM es.read_events($1::text, $2::jsonb, $3::bigint, $4::bigint, $5::int, $6::boolean)

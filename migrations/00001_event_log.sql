@@ -100,6 +100,17 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- es.analyze_tenant refreshes the planner statistics of a tenant's
+-- partitions, e.g. after a bulk load (autovacuum does it eventually).
+-- +goose StatementBegin
+CREATE FUNCTION es.analyze_tenant(p_tenant_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    EXECUTE format('ANALYZE es.%I, es.%I', 'events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+END $$;
+-- +goose StatementEnd
+
 -- es.check_tenant fails unless the tenant exists and may be written to.
 -- +goose StatementBegin
 CREATE FUNCTION es.check_tenant(p_tenant_id text, p_for_write boolean)
@@ -202,41 +213,81 @@ END $$;
 --    EXCLUSIVELY instead, and conditions also take a SHARED lock on the stripe
 --    of each of their keys, so a 10,000-tag batch takes at most 512 locks
 --    while conditions on disjoint keys still never wait for each other.
--- Every caller takes its locks in one statement, in ascending (stripe, key)
--- order with the strongest mode per lock, so lock waits cannot deadlock.
+-- Every caller takes all its locks here, in ascending (stripe, key) order
+-- with the strongest mode per lock, so lock waits cannot deadlock. The locks
+-- are taken by simple expressions in loops (each a few microseconds); one
+-- statement computes the keys.
 -- +goose StatementBegin
 CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_write bigint[] := '{}';
+    v_check bigint[] := '{}';
+    v_many boolean;
+    v_key bigint;
+    v_stripe int;
+    v_exclusive boolean;
 BEGIN
-    PERFORM count(CASE
-                WHEN stripe AND exclusive THEN pg_advisory_xact_lock(1163067393, key::int)
-                WHEN stripe THEN pg_advisory_xact_lock_shared(1163067393, key::int)
-                WHEN exclusive THEN pg_advisory_xact_lock(key)
-                ELSE pg_advisory_xact_lock_shared(key) END)
-      FROM (WITH w AS (
-                SELECT DISTINCT es.lock_key(p_tenant_id, kind, val) AS k
-                  FROM (SELECT 'a' AS kind, '' AS val WHERE p_events IS NOT NULL
-                        UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
-                        UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv),
-            c AS (
-                SELECT es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t)) AS k
-                  FROM jsonb_array_elements(p_query) q WHERE jsonb_array_length(coalesce(q->'tags', '[]')) > 0
-                UNION
+    IF p_events IS NOT NULL THEN
+        v_write := ARRAY(
+            SELECT DISTINCT es.lock_key(p_tenant_id, kind, val) AS k
+              FROM (SELECT 'a' AS kind, '' AS val
+                    UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
+                    UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv
+             ORDER BY k);
+    END IF;
+    IF p_query IS NOT NULL THEN
+        v_check := ARRAY(
+            SELECT DISTINCT k FROM (
+                SELECT CASE
+                    WHEN jsonb_array_length(coalesce(q->'tags', '[]')) > 0
+                        THEN es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t))
+                    WHEN jsonb_array_length(coalesce(q->'types', '[]')) = 0
+                        THEN es.lock_key(p_tenant_id, 'a', '') END AS k
+                  FROM jsonb_array_elements(p_query) q
+                UNION ALL
                 SELECT es.lock_key(p_tenant_id, 'y', y)
                   FROM jsonb_array_elements(p_query) q, jsonb_array_elements_text(q->'types') y
-                 WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0
-                UNION
-                SELECT es.lock_key(p_tenant_id, 'a', '')
-                  FROM jsonb_array_elements(p_query) q
-                 WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0 AND jsonb_array_length(coalesce(q->'types', '[]')) = 0),
-            many AS (SELECT count(*) > 32 AS yes FROM w),
-            wanted (stripe, key, exclusive) AS (
-                SELECT false, k, true FROM c
-                UNION ALL SELECT true, es.lock_stripe(k), false FROM c
-                UNION ALL SELECT false, k, false FROM w WHERE NOT (SELECT yes FROM many)
-                UNION ALL SELECT true, es.lock_stripe(k), true FROM w WHERE (SELECT yes FROM many))
-            SELECT stripe, key, bool_or(exclusive) AS exclusive
-              FROM wanted GROUP BY stripe, key ORDER BY stripe DESC, key) ordered;
+                 WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0) items
+             WHERE k IS NOT NULL ORDER BY k);
+    END IF;
+    v_many := cardinality(v_write) > 32;
+
+    IF v_many OR cardinality(v_check) > 0 THEN
+        FOR v_stripe, v_exclusive IN
+            SELECT st, bool_or(x) FROM (
+                SELECT es.lock_stripe(k) AS st, true AS x FROM unnest(v_write) k WHERE v_many
+                UNION ALL SELECT es.lock_stripe(k), false FROM unnest(v_check) k) s
+            GROUP BY st ORDER BY st
+        LOOP
+            IF v_exclusive THEN
+                PERFORM pg_advisory_xact_lock(1163067393, v_stripe);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(1163067393, v_stripe);
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF cardinality(v_check) = 0 THEN
+        IF NOT v_many THEN
+            FOREACH v_key IN ARRAY v_write LOOP
+                PERFORM pg_advisory_xact_lock_shared(v_key);
+            END LOOP;
+        END IF;
+    ELSE
+        FOR v_key, v_exclusive IN
+            SELECT k, bool_or(x) FROM (
+                SELECT k, true AS x FROM unnest(v_check) k
+                UNION ALL SELECT k, false FROM unnest(v_write) k WHERE NOT v_many) s
+            GROUP BY k ORDER BY k
+        LOOP
+            IF v_exclusive THEN
+                PERFORM pg_advisory_xact_lock(v_key);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(v_key);
+            END IF;
+        END LOOP;
+    END IF;
 END $$;
 -- +goose StatementEnd
 
