@@ -214,19 +214,21 @@ END $$;
 --    of each of their keys, so a 10,000-tag batch takes at most 512 locks
 --    while conditions on disjoint keys still never wait for each other.
 -- Every caller takes all its locks here, in ascending (stripe, key) order
--- with the strongest mode per lock, so lock waits cannot deadlock. The locks
--- are taken by simple expressions in loops (each a few microseconds); one
--- statement computes the keys.
+-- with the strongest mode per lock, so lock waits cannot deadlock. One
+-- statement computes each key set; the locks are taken by simple expressions
+-- in loops (a few microseconds each).
 -- +goose StatementBegin
 CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    v_write bigint[] := '{}';
-    v_check bigint[] := '{}';
+    v_write bigint[] := '{}';   -- sorted, distinct: shared (exclusive stripes if many)
+    v_check bigint[] := '{}';   -- sorted, distinct: exclusive
+    v_check_stripes int[] := '{}';
     v_many boolean;
-    v_key bigint;
     v_stripe int;
     v_exclusive boolean;
+    i int := 1;
+    j int := 1;
 BEGIN
     IF p_events IS NOT NULL THEN
         v_write := ARRAY(
@@ -237,9 +239,10 @@ BEGIN
              ORDER BY k);
     END IF;
     IF p_query IS NOT NULL THEN
-        v_check := ARRAY(
-            SELECT DISTINCT k FROM (
-                SELECT CASE
+        SELECT coalesce(array_agg(DISTINCT k ORDER BY k), '{}'),
+               coalesce(array_agg(DISTINCT es.lock_stripe(k) ORDER BY es.lock_stripe(k)), '{}')
+          INTO v_check, v_check_stripes
+          FROM (SELECT CASE
                     WHEN jsonb_array_length(coalesce(q->'tags', '[]')) > 0
                         THEN es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t))
                     WHEN jsonb_array_length(coalesce(q->'types', '[]')) = 0
@@ -249,15 +252,16 @@ BEGIN
                 SELECT es.lock_key(p_tenant_id, 'y', y)
                   FROM jsonb_array_elements(p_query) q, jsonb_array_elements_text(q->'types') y
                  WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0) items
-             WHERE k IS NOT NULL ORDER BY k);
+         WHERE k IS NOT NULL;
     END IF;
     v_many := cardinality(v_write) > 32;
 
-    IF v_many OR cardinality(v_check) > 0 THEN
+    -- Stripes first, ascending.
+    IF v_many THEN
         FOR v_stripe, v_exclusive IN
             SELECT st, bool_or(x) FROM (
-                SELECT es.lock_stripe(k) AS st, true AS x FROM unnest(v_write) k WHERE v_many
-                UNION ALL SELECT es.lock_stripe(k), false FROM unnest(v_check) k) s
+                SELECT es.lock_stripe(k) AS st, true AS x FROM unnest(v_write) k
+                UNION ALL SELECT st, false FROM unnest(v_check_stripes) st) s
             GROUP BY st ORDER BY st
         LOOP
             IF v_exclusive THEN
@@ -266,28 +270,27 @@ BEGIN
                 PERFORM pg_advisory_xact_lock_shared(1163067393, v_stripe);
             END IF;
         END LOOP;
-    END IF;
-
-    IF cardinality(v_check) = 0 THEN
-        IF NOT v_many THEN
-            FOREACH v_key IN ARRAY v_write LOOP
-                PERFORM pg_advisory_xact_lock_shared(v_key);
-            END LOOP;
-        END IF;
+        v_write := '{}';
     ELSE
-        FOR v_key, v_exclusive IN
-            SELECT k, bool_or(x) FROM (
-                SELECT k, true AS x FROM unnest(v_check) k
-                UNION ALL SELECT k, false FROM unnest(v_write) k WHERE NOT v_many) s
-            GROUP BY k ORDER BY k
-        LOOP
-            IF v_exclusive THEN
-                PERFORM pg_advisory_xact_lock(v_key);
-            ELSE
-                PERFORM pg_advisory_xact_lock_shared(v_key);
-            END IF;
+        FOREACH v_stripe IN ARRAY v_check_stripes LOOP
+            PERFORM pg_advisory_xact_lock_shared(1163067393, v_stripe);
         END LOOP;
     END IF;
+
+    -- Then the keys, ascending: a merge of the two sorted arrays, exclusive
+    -- where a key is in both.
+    WHILE i <= cardinality(v_check) OR j <= cardinality(v_write) LOOP
+        IF j > cardinality(v_write) OR (i <= cardinality(v_check) AND v_check[i] <= v_write[j]) THEN
+            PERFORM pg_advisory_xact_lock(v_check[i]);
+            IF j <= cardinality(v_write) AND v_write[j] = v_check[i] THEN
+                j := j + 1;
+            END IF;
+            i := i + 1;
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(v_write[j]);
+            j := j + 1;
+        END IF;
+    END LOOP;
 END $$;
 -- +goose StatementEnd
 

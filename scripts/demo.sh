@@ -34,5 +34,12 @@ echo '--- read the stream' >&2
 es events read -t demo --stream "$stream"
 echo '--- newest first, one event' >&2
 es events read -t demo --stream "$stream" --backwards --limit 1
+echo '--- DCB through psql (the SQL API): a conditional append, then the same one refused' >&2
+course="course:$(date +%s%N)"
+q="[{\"tags\":[\"$course\"]}]"
+psql "$url" -Atqc "SELECT 'positions ' || es.append_events('demo', '[{\"type\":\"CourseDefined\",\"payload\":{\"capacity\":1},\"tags\":[\"$course\"]}]', '$q', 0)::text"
+psql "$url" -Atqc "SELECT es.append_events('demo', '[{\"type\":\"CourseDefined\",\"payload\":{},\"tags\":[\"$course\"]}]', '$q', 0)" 2>&1 | head -1 || true
+echo '--- the Go quickstart (examples/quickstart): streams, snapshot, a DCB decision' >&2
+DATABASE_URL="$url" go run ./examples/quickstart
 echo '--- a short benchmark against the same-run plain INSERT' >&2
 es bench --duration 1s --scenarios stream-append-1,read-stream-10000

@@ -1,0 +1,60 @@
+package bench_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/eventstore-go/pges/bench"
+	"github.com/eventstore-go/pges/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m, "bench") }
+
+// Every scenario runs and reports a baseline (the 1M-event fill is left to
+// `esadmin bench`).
+func TestScenariosRun(t *testing.T) {
+	pool := testdb.Pool(t)
+	var names []string
+	for _, n := range bench.Scenarios() {
+		if n != "dcb-check-1m" {
+			names = append(names, n)
+		}
+	}
+	results, err := bench.Run(context.Background(), pool, bench.Config{Count: 20, Scenarios: names, Clients: []int{2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		if r.Calls == 0 || r.Events == 0 && r.Conflicts == 0 || r.Baseline == nil || r.Baseline.EventsPerSec <= 0 || r.P50 <= 0 {
+			t.Errorf("%s: incomplete result %+v", r.Scenario, r)
+		}
+	}
+	if _, err := bench.Run(context.Background(), pool, bench.Config{Count: 1, Scenarios: []string{"nope"}}); err == nil {
+		t.Fatal("an unknown scenario must be an error")
+	}
+	if len(results) != len(names) {
+		t.Fatalf("%d results for %d scenarios", len(results), len(names))
+	}
+}
+
+// go test -bench . ./bench runs each scenario for b.N calls at one client
+// and reports its ratio to the same-run plain INSERT baseline.
+func BenchmarkScenarios(b *testing.B) {
+	pool := testdb.Pool(b)
+	for _, name := range bench.Scenarios() {
+		if slices.Contains([]string{"dcb-check-1m", "read-stream-10000"}, name) {
+			continue // minutes of setup; run them with esadmin bench
+		}
+		b.Run(name, func(b *testing.B) {
+			res, err := bench.Run(context.Background(), pool, bench.Config{Count: b.N, Scenarios: []string{name}, Clients: []int{1}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := res[0]
+			b.ReportMetric(r.EventsPerSec, "events/s")
+			b.ReportMetric(r.Ratio, "x-baseline")
+			b.ReportMetric(float64(r.P99.Microseconds()), "p99-us")
+		})
+	}
+}

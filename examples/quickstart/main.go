@@ -1,0 +1,118 @@
+// Command quickstart is the README's Go example as a whole program: it
+// migrates, creates a tenant, appends to a stream, rebuilds an aggregate from
+// a snapshot, and makes a DCB decision. `make demo` runs it.
+//
+//	DATABASE_URL=postgres://postgres@127.0.0.1:5432/pges_demo go run ./examples/quickstart
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/tenant"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+type order struct {
+	Total int `json:"total"`
+	Items int `json:"items"`
+}
+
+func main() {
+	ctx := context.Background()
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/pges_demo?sslmode=disable"
+	}
+	pool, err := pgxpool.New(ctx, url)
+	check(err)
+	defer pool.Close()
+	check(pges.Migrate(ctx, pool))
+	_, err = tenant.NewManager(pool).Create(ctx, "acme", "Acme Corp")
+	check(err)
+
+	store, err := pges.New(pool, nil) // nil: the documented defaults
+	check(err)
+	acme := store.Tenant("acme") // every call through acme touches only tenant acme
+
+	// Aggregate streams: append with an expected version.
+	stream := fmt.Sprintf("order-%d", time.Now().UnixNano())
+	res, err := acme.AppendToStream(ctx, stream, pges.NoStream,
+		pges.EventData{Type: "OrderPlaced", Payload: json.RawMessage(`{"total":42}`),
+			Metadata: pges.Metadata{CorrelationID: "req-1", User: "alice"}},
+		pges.EventData{Type: "ItemAdded", Payload: json.RawMessage(`{"price":8}`)})
+	check(err)
+	fmt.Printf("appended %s: version %d, positions %v\n", stream, res.StreamVersion, res.Positions)
+
+	_, err = acme.AppendToStream(ctx, stream, pges.Exactly(1), pges.EventData{Type: "ItemAdded", Payload: json.RawMessage(`{"price":1}`)})
+	var wrong *pges.WrongExpectedVersionError
+	if errors.As(err, &wrong) {
+		fmt.Printf("stale writer refused: expected %v, actual %d\n", wrong.Expected, wrong.Actual)
+	}
+
+	// Rebuild state from the latest snapshot plus the events after it.
+	agg := pges.Aggregate[order]{
+		Init:          func() order { return order{} },
+		SchemaVersion: 1,
+		Apply: func(o order, e pges.RecordedEvent) (order, error) {
+			var p struct{ Total, Price int }
+			if err := json.Unmarshal(e.Payload, &p); err != nil {
+				return o, err
+			}
+			o.Total += p.Total + p.Price
+			if e.Type == "ItemAdded" {
+				o.Items++
+			}
+			return o, nil
+		},
+	}
+	state, version, err := pges.LoadAggregate(ctx, acme, stream, agg)
+	check(err)
+	check(pges.SaveAggregateSnapshot(ctx, acme, stream, agg, version, state))
+	fmt.Printf("order at version %d: %+v (snapshot saved)\n", version, state)
+
+	// DCB: decide on a course's capacity, race-free.
+	course := fmt.Sprintf("course:%d", time.Now().UnixNano())
+	_, err = acme.Append(ctx, []pges.EventData{{Type: "CourseDefined", Payload: json.RawMessage(`{"capacity":1}`), Tags: []string{course}}}, nil)
+	check(err)
+	q := pges.Query{{Types: []string{"CourseDefined", "StudentSubscribed"}, Tags: []string{course}}}
+	for _, student := range []string{"s1", "s2"} {
+		r, err := acme.Read(ctx, q, pges.QueryOptions{})
+		check(err)
+		capacity, subscribed := 0, 0
+		for e, err := range r.Events {
+			check(err)
+			if e.Type == "CourseDefined" {
+				var p struct{ Capacity int }
+				check(json.Unmarshal(e.Payload, &p))
+				capacity = p.Capacity
+			} else {
+				subscribed++
+			}
+		}
+		if subscribed >= capacity {
+			fmt.Printf("%s: course full (%d/%d)\n", student, subscribed, capacity)
+			continue
+		}
+		_, err = acme.Append(ctx, []pges.EventData{{Type: "StudentSubscribed", Payload: json.RawMessage(`{}`),
+			Tags: []string{course, "student:" + student}}}, &pges.AppendCondition{FailIfEventsMatch: q, After: r.Head})
+		if errors.Is(err, pges.ErrAppendConditionViolated) {
+			fmt.Printf("%s: someone decided first, read again\n", student)
+			continue
+		}
+		check(err)
+		fmt.Printf("%s: subscribed\n", student)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}

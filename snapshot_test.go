@@ -1,0 +1,117 @@
+package pges_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/eventstore-go/pges"
+)
+
+type counter struct {
+	Sum int `json:"sum"`
+}
+
+// counterAggregate sums the "n" of each event and counts Apply calls.
+func counterAggregate(applied *int, schema int) pges.Aggregate[counter] {
+	return pges.Aggregate[counter]{
+		Init:          func() counter { return counter{} },
+		SchemaVersion: schema,
+		Apply: func(c counter, e pges.RecordedEvent) (counter, error) {
+			*applied++
+			var p struct{ N int }
+			if err := json.Unmarshal(e.Payload, &p); err != nil {
+				return c, err
+			}
+			c.Sum += p.N
+			return c, nil
+		},
+	}
+}
+
+func TestSnapshots(t *testing.T) {
+	ctx := context.Background()
+	ts, _ := newTenant(t)
+	mustAppend(t, ts, "acc", pges.NoStream, numbered("Added", 5)...) // n = 1..5, sum 15
+
+	if _, ok, err := ts.LoadSnapshot(ctx, "acc"); ok || err != nil {
+		t.Fatalf("no snapshot yet: ok=%v err=%v", ok, err)
+	}
+	for _, bad := range []struct {
+		name    string
+		stream  string
+		version int64
+		state   string
+		want    error
+	}{
+		{"version past the stream", "acc", 6, `{}`, pges.ErrInvalidEvent},
+		{"version 0", "acc", 0, `{}`, pges.ErrInvalidEvent},
+		{"invalid JSON", "acc", 2, `{`, pges.ErrInvalidEvent},
+		{"missing stream", "nope", 1, `{}`, pges.ErrStreamNotFound},
+	} {
+		if err := ts.SaveSnapshot(ctx, bad.stream, bad.version, 1, json.RawMessage(bad.state)); !errors.Is(err, bad.want) {
+			t.Errorf("%s: %v, want %v", bad.name, err, bad.want)
+		}
+	}
+	if _, ok, _ := ts.LoadSnapshot(ctx, "acc"); ok {
+		t.Fatal("a refused snapshot was stored")
+	}
+
+	var applied int
+	agg := counterAggregate(&applied, 2)
+	state, version, err := pges.LoadAggregate(ctx, ts, "acc", agg)
+	if err != nil || state.Sum != 15 || version != 5 || applied != 5 {
+		t.Fatalf("without a snapshot: %+v v%d applied %d, %v", state, version, applied, err)
+	}
+	// A snapshot at version 3 (sum 1+2+3 = 6): only events 4 and 5 are applied.
+	if err := pges.SaveAggregateSnapshot(ctx, ts, "acc", agg, 3, counter{Sum: 6}); err != nil {
+		t.Fatal(err)
+	}
+	applied = 0
+	state, version, err = pges.LoadAggregate(ctx, ts, "acc", agg)
+	if err != nil || state.Sum != 15 || version != 5 || applied != 2 {
+		t.Fatalf("from the snapshot: %+v v%d applied %d, %v", state, version, applied, err)
+	}
+	snap, ok, err := ts.LoadSnapshot(ctx, "acc")
+	if err != nil || !ok || snap.StreamVersion != 3 || snap.SchemaVersion != 2 {
+		t.Fatalf("latest snapshot %+v ok=%v err=%v", snap, ok, err)
+	}
+
+	// A snapshot of another schema version is ignored without an upgrade hook.
+	applied = 0
+	older := counterAggregate(&applied, 3)
+	state, _, err = pges.LoadAggregate(ctx, ts, "acc", older)
+	if err != nil || state.Sum != 15 || applied != 5 {
+		t.Fatalf("old snapshot without Upgrade: %+v applied %d, %v", state, applied, err)
+	}
+	// With a hook, the hook decides.
+	var offered int
+	older.Upgrade = func(schema int, raw json.RawMessage) (counter, bool, error) {
+		offered = schema
+		var old counter
+		err := json.Unmarshal(raw, &old)
+		return old, true, err
+	}
+	applied = 0
+	state, _, err = pges.LoadAggregate(ctx, ts, "acc", older)
+	if err != nil || state.Sum != 15 || applied != 2 || offered != 2 {
+		t.Fatalf("upgraded snapshot: %+v applied %d offered schema %d, %v", state, applied, offered, err)
+	}
+	older.Upgrade = func(int, json.RawMessage) (counter, bool, error) { return counter{Sum: 999}, false, nil }
+	applied = 0
+	if state, _, err = pges.LoadAggregate(ctx, ts, "acc", older); err != nil || state.Sum != 15 || applied != 5 {
+		t.Fatalf("declined upgrade: %+v applied %d, %v", state, applied, err)
+	}
+
+	// Saving the same version again replaces it.
+	if err := ts.SaveSnapshot(ctx, "acc", 3, 2, json.RawMessage(`{"sum":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if snap, _, _ := ts.LoadSnapshot(ctx, "acc"); string(snap.State) != `{"sum": 7}` {
+		t.Fatalf("replaced snapshot state %s", snap.State)
+	}
+	if _, _, err := pges.LoadAggregate(ctx, ts, "missing", agg); !errors.Is(err, pges.ErrStreamNotFound) {
+		t.Fatalf("aggregate of a missing stream: %v", err)
+	}
+}
