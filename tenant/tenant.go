@@ -25,8 +25,8 @@ var idFormat = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
 func ValidateID(id string) error {
 	if !idFormat.MatchString(id) {
 		shown := id
-		if len(shown) > 80 {
-			shown = shown[:80] + "..."
+		if r := []rune(shown); len(r) > 80 {
+			shown = string(r[:80]) + "..."
 		}
 		return &pges.InvalidEventError{Index: -1, Reason: fmt.Sprintf("invalid tenant id %q: use 1-40 characters a-z, 0-9, \"_\" or \"-\", starting with a letter or digit", shown)}
 	}

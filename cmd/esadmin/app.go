@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fmt.Fprintln(stderr, "esadmin:", oneLine(err))
 	var ue usageError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, pges.ErrInvalidEvent), isCLIUsage(err):
 		return exitUsage
 	case errors.Is(err, pges.ErrWrongExpectedVersion):
 		return exitConflict
@@ -52,8 +52,28 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }
 
+// isCLIUsage recognizes the usage errors urfave/cli reports as plain errors.
+func isCLIUsage(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "Required flag") || strings.HasPrefix(msg, "No help topic for") ||
+		strings.HasPrefix(msg, "flag provided but not defined")
+}
+
+// onUsageError turns flag errors of any command into usage errors (exit 2)
+// without printing the help text: the error line says what is wrong.
+func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} }
+
+// setUsageHandlers gives every command the app's usage error handler;
+// urfave/cli applies the app's own only to global flags.
+func setUsageHandlers(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = onUsageError
+		setUsageHandlers(c.Subcommands)
+	}
+}
+
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "esadmin",
 		Usage:                "administer the pges event store",
 		Reader:               stdin,
@@ -62,9 +82,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
 		ExitErrHandler:       func(*cli.Context, error) {}, // run() prints errors and picks the exit code
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err.Error()}
-		},
+		OnUsageError:         onUsageError,
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "database-url",
@@ -76,6 +94,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), benchCommand()},
 	}
+	setUsageHandlers(app.Commands)
+	return app
 }
 
 // connect opens a pool and checks the server answers within the timeout,

@@ -25,6 +25,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "clients", Usage: "comma-separated client counts (default: per scenario)"},
 			&cli.StringFlag{Name: "scenarios", Usage: "comma-separated scenario names (default: all)"},
 			jsonFlag,
+			&cli.BoolFlag{Name: "markdown", Usage: "print the final table as Markdown (for bench/RESULTS.md)"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg := bench.Config{Duration: c.Duration("duration"), Count: c.Int("count")}
@@ -59,8 +60,11 @@ func benchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
+			switch {
+			case c.Bool("json"):
 				return json.NewEncoder(c.App.Writer).Encode(results)
+			case c.Bool("markdown"):
+				return writeMarkdown(c, results)
 			}
 			return writeTable(c, results)
 		},
@@ -70,10 +74,26 @@ func benchCommand() *cli.Command {
 func writeTable(c *cli.Context, results []bench.Result) error {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
 	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\tclients\tevents/s\tp50 ms\tp95 ms\tp99 ms\tbaseline events/s\tbaseline p50 ms\tratio\t")
+	fmt.Fprintln(w, "scenario\tclients\tevents/s\tp50 ms\tp95 ms\tp99 ms\tconflicts\tbaseline events/s\tbaseline p50 ms\tratio\t")
 	for _, r := range results {
 		b := r.Baseline
-		fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%.0f\t%s\t%.2f\t\n", r.Scenario, r.Clients, r.EventsPerSec, ms(r.P50), ms(r.P95), ms(r.P99), b.EventsPerSec, ms(b.P50), r.Ratio)
+		fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%.0f\t%s\t%.2f\t\n", r.Scenario, r.Clients, r.EventsPerSec, ms(r.P50), ms(r.P95), ms(r.P99), r.Conflicts, b.EventsPerSec, ms(b.P50), r.Ratio)
 	}
 	return w.Flush()
+}
+
+func writeMarkdown(c *cli.Context, results []bench.Result) error {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
+	w := c.App.Writer
+	fmt.Fprintln(w, "| scenario | clients | events/s | p50 ms | p95 ms | p99 ms | conflicts | baseline events/s | baseline p50 ms | baseline p99 ms | ratio |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range results {
+		b := r.Baseline
+		_, err := fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %d | %.0f | %s | %s | %.2f |\n", r.Scenario, r.Clients, r.EventsPerSec,
+			ms(r.P50), ms(r.P95), ms(r.P99), r.Conflicts, b.EventsPerSec, ms(b.P50), ms(b.P99), r.Ratio)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -48,11 +48,14 @@ func eventsCommand() *cli.Command {
    echo '{"type":"OrderPlaced","payload":{"total":42},"tags":["customer:7"]}' | esadmin events append -t acme --stream order-1`,
 				Flags: []cli.Flag{
 					tenantFlag,
-					&cli.StringFlag{Name: "stream", Usage: "stream id", Required: true},
+					&cli.StringFlag{Name: "stream", Usage: "stream id (required)"},
 					&cli.StringFlag{Name: "expected-version", Value: "any", Usage: "any, no-stream, exists or a version number"},
 					&cli.StringFlag{Name: "file", Usage: "JSON Lines file, - for stdin", Value: "-"},
 				},
 				Action: func(c *cli.Context) error {
+					if c.String("stream") == "" {
+						return usagef("--stream is required")
+					}
 					expected, err := parseExpected(c.String("expected-version"))
 					if err != nil {
 						return err
@@ -98,12 +101,15 @@ func eventsCommand() *cli.Command {
 				UsageText: "esadmin events read -t acme --stream order-1 [--from 1] [--limit 10] [--backwards]",
 				Flags: []cli.Flag{
 					tenantFlag,
-					&cli.StringFlag{Name: "stream", Usage: "stream id", Required: true},
+					&cli.StringFlag{Name: "stream", Usage: "stream id (required)"},
 					&cli.Int64Flag{Name: "from", Usage: "first version (0: start, or end with --backwards)"},
 					&cli.IntFlag{Name: "limit", Usage: "at most this many events (0: all)"},
 					&cli.BoolFlag{Name: "backwards", Usage: "newest first"},
 				},
 				Action: func(c *cli.Context) error {
+					if c.String("stream") == "" {
+						return usagef("--stream is required")
+					}
 					if c.Int64("from") < 0 || c.Int("limit") < 0 {
 						return usagef("--from and --limit must not be negative")
 					}

@@ -1,6 +1,7 @@
 // Command esadmin administers the event store: migrations, tenants, reading
 // and appending events, and benchmarks. Exit codes: 0 success, 1 failure,
-// 2 usage error, 3 conflict (wrong expected version: reload and retry).
+// 2 usage error or invalid input (nothing written), 3 conflict (wrong expected
+// version: reload and retry).
 package main
 
 import (

@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io/fs"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/bench"
+	"github.com/eventstore-go/pges/internal/testdb"
+	"github.com/eventstore-go/pges/tenant"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m, "esadmin") }
+
+// result is what one esadmin invocation produced.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// esadmin runs the CLI against the package's test database: args follow
+// "esadmin --database-url URL".
+func esadmin(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	return runRaw(t, stdin, append([]string{"--database-url", testdb.URL(t)}, args...)...)
+}
+
+// runRaw runs the CLI with exactly args after the program name.
+func runRaw(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := run(ctx, append([]string{"esadmin"}, args...), strings.NewReader(stdin), &stdout, &stderr)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// wantOK fails the test unless the command succeeded quietly on stderr.
+func wantOK(t *testing.T, r result) {
+	t.Helper()
+	if r.code != exitOK {
+		t.Fatalf("exit %d, want 0; stderr: %s", r.code, r.stderr)
+	}
+	if r.stderr != "" {
+		t.Fatalf("stderr %q, want nothing", r.stderr)
+	}
+}
+
+// wantError fails the test unless the command exited with code, printed
+// nothing on stdout and exactly one "esadmin: ..." line on stderr containing
+// every one of wants.
+func wantError(t *testing.T, r result, code int, wants ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit %d, want %d; stdout: %q; stderr: %q", r.code, code, r.stdout, r.stderr)
+	}
+	if r.stdout != "" {
+		t.Errorf("stdout %q, want nothing on failure", r.stdout)
+	}
+	if !strings.HasPrefix(r.stderr, "esadmin: ") || !strings.HasSuffix(r.stderr, "\n") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("stderr %q, want exactly one line starting with \"esadmin: \"", r.stderr)
+	}
+	for _, bad := range []string{"goroutine", "panic", "\r"} {
+		if strings.Contains(r.stderr, bad) {
+			t.Errorf("stderr %q contains %q", r.stderr, bad)
+		}
+	}
+	for _, w := range wants {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr %q does not mention %q", r.stderr, w)
+		}
+	}
+}
+
+func pool(t *testing.T) *pgxpool.Pool { return testdb.Pool(t) }
+
+func count(t *testing.T, p *pgxpool.Pool, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := p.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func countEvents(t *testing.T, p *pgxpool.Pool, tenantID string) int {
+	t.Helper()
+	return count(t, p, "SELECT count(*) FROM es.events WHERE tenant_id = $1", tenantID)
+}
+
+// jsonLines decodes every non-empty line of s into a T.
+func jsonLines[T any](t *testing.T, s string) []T {
+	t.Helper()
+	var out []T
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var v T
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			t.Fatalf("line %q is not JSON: %v", sc.Text(), err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func TestMigrateStatusVersionAndUp(t *testing.T) {
+	files, err := fs.Glob(pges.Migrations(), "*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("embedded migrations: %v %v", files, err)
+	}
+	last := files[len(files)-1]
+	latest, err := strconv.ParseInt(last[:strings.IndexByte(last, '_')], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := esadmin(t, "", "migrate", "status")
+	wantOK(t, r)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) != len(files)+1 || !strings.HasPrefix(lines[0], "VERSION") {
+		t.Fatalf("status output:\n%s\nwant a header and %d rows", r.stdout, len(files))
+	}
+	for i, f := range files {
+		row := strings.Fields(lines[i+1])
+		if len(row) < 3 || row[0] != strconv.Itoa(i+1) || row[1] != "applied" || !strings.HasSuffix(lines[i+1], f) {
+			t.Errorf("status row %q, want version %d applied for %s", lines[i+1], i+1, f)
+		}
+	}
+
+	r = esadmin(t, "", "migrate", "version")
+	wantOK(t, r)
+	if got := strings.TrimSpace(r.stdout); got != strconv.FormatInt(latest, 10) {
+		t.Errorf("version %q, want %d", got, latest)
+	}
+
+	r = esadmin(t, "", "migrate", "up")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "nothing to do") {
+		t.Errorf("migrate up on a current schema printed %q, want \"nothing to do\"", r.stdout)
+	}
+}
+
+func TestTenantCreateListShow(t *testing.T) {
+	p := pool(t)
+	const id = "cli-acme"
+
+	r := esadmin(t, "", "tenant", "create", "--name", "Acme Corp", id)
+	wantOK(t, r)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "TENANT") {
+		t.Fatalf("create output:\n%s\nwant a header and one row", r.stdout)
+	}
+	if f := strings.Fields(lines[1]); len(f) < 5 || f[0] != id || f[1] != "active" || !strings.HasSuffix(lines[1], "Acme Corp") {
+		t.Errorf("create row %q, want %s active ... Acme Corp", lines[1], id)
+	}
+
+	// Creating it again succeeds and returns the tenant unchanged.
+	r = esadmin(t, "", "tenant", "create", "--name", "Other Name", "--json", id)
+	wantOK(t, r)
+	got := jsonLines[tenant.Tenant](t, r.stdout)
+	if len(got) != 1 || got[0].ID != id || got[0].Name != "Acme Corp" || got[0].Status != "active" || got[0].CreatedAt.IsZero() {
+		t.Fatalf("second create --json = %+v, want the existing tenant %s named Acme Corp", got, id)
+	}
+	if n := count(t, p, "SELECT count(*) FROM es.tenants WHERE tenant_id = $1", id); n != 1 {
+		t.Errorf("%d rows for %s, want 1", n, id)
+	}
+
+	r = esadmin(t, "", "tenant", "list", "--json")
+	wantOK(t, r)
+	found := false
+	for _, tn := range jsonLines[tenant.Tenant](t, r.stdout) {
+		if tn.ID == id {
+			found = tn.Name == "Acme Corp"
+		}
+	}
+	if !found {
+		t.Errorf("tenant list --json:\n%s\ndoes not list %s named Acme Corp", r.stdout, id)
+	}
+
+	r = esadmin(t, "", "tenant", "show", "--json", id)
+	wantOK(t, r)
+	if shown := jsonLines[tenant.Tenant](t, r.stdout); len(shown) != 1 || shown[0].ID != id || !shown[0].CreatedAt.Equal(got[0].CreatedAt) {
+		t.Errorf("tenant show --json = %+v, want %+v", shown, got[0])
+	}
+}
+
+func TestTenantShowUnknown(t *testing.T) {
+	r := esadmin(t, "", "tenant", "show", "no-such-tenant")
+	wantError(t, r, exitFailure, "no-such-tenant", "not found")
+}
+
+func TestTenantCreateRejectsBadIDs(t *testing.T) {
+	p := pool(t)
+	for _, id := range []string{
+		"Bad;DROP",
+		"",
+		strings.Repeat("a", 41),
+		"x'; DROP TABLE es.tenants; --",
+		"-leading-dash",
+		"with space",
+		"tenañt",
+	} {
+		t.Run(strconv.Quote(id), func(t *testing.T) {
+			before := count(t, p, "SELECT count(*) FROM es.tenants")
+			// "--" ends the flags, so "-leading-dash" reaches the id check.
+			r := esadmin(t, "", "tenant", "create", "--name", "bad", "--", id)
+			wantError(t, r, exitUsage, "invalid tenant id")
+			if after := count(t, p, "SELECT count(*) FROM es.tenants"); after != before {
+				t.Errorf("es.tenants has %d rows, had %d: a rejected id created something", after, before)
+			}
+		})
+	}
+}
+
+func TestEventsAppendAndRead(t *testing.T) {
+	p := pool(t)
+	id := testdb.NewTenant(t, p)
+	in := `{"type":"OrderPlaced","payload":{"total":42},"tags":["customer:7"],"metadata":{"correlation_id":"req-1"}}
+
+{"type":"OrderPaid","payload":{"amount":42}}
+{"type":"OrderShipped"}
+`
+	r := esadmin(t, in, "events", "append", "-t", id, "--stream", "order-1", "--expected-version", "no-stream")
+	wantOK(t, r)
+	var res struct {
+		StreamVersion int64   `json:"stream_version"`
+		Positions     []int64 `json:"positions"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatalf("append output %q: %v", r.stdout, err)
+	}
+	if res.StreamVersion != 3 || len(res.Positions) != 3 {
+		t.Fatalf("append result %+v, want version 3 and 3 positions", res)
+	}
+
+	r = esadmin(t, "", "events", "read", "-t", id, "--stream", "order-1")
+	wantOK(t, r)
+	events := jsonLines[pges.RecordedEvent](t, r.stdout)
+	wantTypes := []string{"OrderPlaced", "OrderPaid", "OrderShipped"}
+	if len(events) != len(wantTypes) {
+		t.Fatalf("read %d events, want %d:\n%s", len(events), len(wantTypes), r.stdout)
+	}
+	for i, e := range events {
+		if e.StreamVersion != int64(i+1) || e.Type != wantTypes[i] || e.StreamID != "order-1" || e.Position != res.Positions[i] {
+			t.Errorf("event %d = %s@%d in %q at %d, want %s@%d in order-1 at %d", i, e.Type, e.StreamVersion, e.StreamID, e.Position, wantTypes[i], i+1, res.Positions[i])
+		}
+	}
+	if string(events[0].Payload) != `{"total": 42}` && string(events[0].Payload) != `{"total":42}` {
+		t.Errorf("payload %s, want {\"total\":42}", events[0].Payload)
+	}
+	if len(events[0].Tags) != 1 || events[0].Tags[0] != "customer:7" || events[0].Metadata.CorrelationID != "req-1" {
+		t.Errorf("tags %v metadata %+v, want [customer:7] and correlation id req-1", events[0].Tags, events[0].Metadata)
+	}
+	if string(events[2].Payload) != "{}" {
+		t.Errorf("event without payload stored %s, want {}", events[2].Payload)
+	}
+	if n := countEvents(t, p, id); n != 3 {
+		t.Errorf("%d rows in es.events, want 3", n)
+	}
+
+	// A stale expected version is a conflict: exit 3, nothing appended.
+	r = esadmin(t, `{"type":"OrderClosed"}`+"\n", "events", "append", "-t", id, "--stream", "order-1", "--expected-version", "1")
+	wantError(t, r, exitConflict, "wrong expected version", "order-1")
+	if n := countEvents(t, p, id); n != 3 {
+		t.Errorf("%d rows in es.events after a conflict, want 3", n)
+	}
+
+	// The right expected version appends.
+	r = esadmin(t, `{"type":"OrderClosed"}`+"\n", "events", "append", "-t", id, "--stream", "order-1", "--expected-version", "3")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, `"stream_version":4`) {
+		t.Errorf("append output %q, want stream_version 4", r.stdout)
+	}
+}
+
+func TestEventsReadBackwardsLimit(t *testing.T) {
+	p := pool(t)
+	id := testdb.NewTenant(t, p)
+	in := "{\"type\":\"A\"}\n{\"type\":\"B\"}\n{\"type\":\"C\"}\n"
+	wantOK(t, esadmin(t, in, "events", "append", "-t", id, "--stream", "s-1", "--expected-version", "no-stream"))
+
+	r := esadmin(t, "", "events", "read", "-t", id, "--stream", "s-1", "--backwards", "--limit", "1")
+	wantOK(t, r)
+	events := jsonLines[pges.RecordedEvent](t, r.stdout)
+	if len(events) != 1 || events[0].Type != "C" || events[0].StreamVersion != 3 {
+		t.Fatalf("read --backwards --limit 1:\n%s\nwant only C@3", r.stdout)
+	}
+
+	r = esadmin(t, "", "events", "read", "-t", id, "--stream", "s-1", "--from", "2", "--limit", "1")
+	wantOK(t, r)
+	if events := jsonLines[pges.RecordedEvent](t, r.stdout); len(events) != 1 || events[0].Type != "B" || events[0].StreamVersion != 2 {
+		t.Fatalf("read --from 2 --limit 1:\n%s\nwant only B@2", r.stdout)
+	}
+}
+
+func TestEventsAppendMalformedLine(t *testing.T) {
+	p := pool(t)
+	id := testdb.NewTenant(t, p)
+	in := "{\"type\":\"Good\",\"payload\":{}}\n{\"type\":\n{\"type\":\"AlsoGood\"}\n"
+	r := esadmin(t, in, "events", "append", "-t", id, "--stream", "s-1", "--expected-version", "no-stream")
+	wantError(t, r, exitUsage, "line 2", "nothing was appended")
+	if n := countEvents(t, p, id); n != 0 {
+		t.Errorf("%d events appended from malformed input, want 0", n)
+	}
+}
+
+func TestEventsAppendUnknownTenant(t *testing.T) {
+	r := esadmin(t, `{"type":"X"}`+"\n", "events", "append", "-t", "no-such-tenant", "--stream", "s-1")
+	wantError(t, r, exitFailure, "no-such-tenant")
+}
+
+func TestUsageErrors(t *testing.T) {
+	id := testdb.NewTenant(t, pool(t))
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown global flag", []string{"--bogus", "tenant", "list"}, "bogus"},
+		{"bad connect timeout", []string{"--connect-timeout", "soon", "tenant", "list"}, "connect-timeout"},
+		{"create without id", []string{"tenant", "create"}, "one tenant id"},
+		{"create with flag after id", []string{"tenant", "create", "acme", "--name", "Acme"}, "one tenant id"},
+		{"bad expected version", []string{"events", "append", "-t", id, "--stream", "s", "--expected-version", "-5"}, "expected-version"},
+		{"negative limit", []string{"events", "read", "-t", id, "--stream", "s", "--limit", "-1"}, "negative"},
+		{"missing tenant", []string{"events", "read", "--stream", "s"}, "--tenant"},
+		{"bench without duration or count", []string{"bench", "--duration", "0s"}, "--count"},
+		{"bench bad clients", []string{"bench", "--count", "1", "--clients", "0"}, "--clients"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("ESADMIN_TENANT", "")
+			wantError(t, esadmin(t, "", c.args...), exitUsage, c.want)
+		})
+	}
+}
+
+// Flag errors of subcommands (a missing required flag, an unknown flag, a
+// flag value that does not parse) and unknown commands are usage errors too:
+// exit 2 with one line on stderr and nothing on stdout.
+func TestSubcommandFlagErrorsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"events", "read", "-t", "x"},
+		{"events", "read", "-t", "x", "--stream", "s", "--bogus"},
+		{"events", "read", "-t", "x", "--stream", "s", "--limit", "many"},
+		{"tenant", "create", "-leading-dash"},
+		{"tenant", "frobnicate"},
+		{"frobnicate"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			wantError(t, esadmin(t, "", args...), exitUsage)
+		})
+	}
+}
+
+func TestBadDatabaseURL(t *testing.T) {
+	r := runRaw(t, "", "--database-url", "postgres://%zz", "tenant", "list")
+	wantError(t, r, exitUsage, "--database-url")
+}
+
+func TestUnreachableServer(t *testing.T) {
+	start := time.Now()
+	r := runRaw(t, "", "--database-url", "postgres://postgres:s3cret@127.0.0.1:1/x?sslmode=disable", "--connect-timeout", "2s", "tenant", "list")
+	if elapsed := time.Since(start); elapsed > 10*time.Second {
+		t.Errorf("gave up after %v, want within a few seconds", elapsed)
+	}
+	wantError(t, r, exitFailure, "cannot reach PostgreSQL", "127.0.0.1:1")
+	if strings.Contains(r.stderr, "s3cret") {
+		t.Errorf("stderr %q shows the password", r.stderr)
+	}
+}
+
+func TestBenchJSON(t *testing.T) {
+	r := esadmin(t, "", "bench", "--count", "20", "--scenarios", "stream-append-1", "--clients", "1", "--json")
+	wantOK(t, r)
+	var results []bench.Result
+	if err := json.Unmarshal([]byte(r.stdout), &results); err != nil {
+		t.Fatalf("bench --json output %q: %v", r.stdout, err)
+	}
+	if len(results) != 1 {
+		t.Fatalf("%d results, want 1: %+v", len(results), results)
+	}
+	res := results[0]
+	if res.Scenario != "stream-append-1" || res.Clients != 1 || res.Calls != 20 || res.Events <= 0 {
+		t.Errorf("result %+v, want stream-append-1, 1 client, 20 calls and some events", res)
+	}
+	if res.Baseline == nil || res.Baseline.Calls != 20 || res.Ratio <= 0 || res.EventsPerSec <= 0 {
+		t.Errorf("result %+v (baseline %+v), want a 20-call baseline and a positive ratio", res, res.Baseline)
+	}
+}

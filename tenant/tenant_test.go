@@ -1,0 +1,277 @@
+package tenant_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/internal/testdb"
+	"github.com/eventstore-go/pges/tenant"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m, "tenant") }
+
+var seq atomic.Int64
+
+// newID returns a valid tenant id not used before in this test binary.
+func newID(prefix string) string { return fmt.Sprintf("%s-%d", prefix, seq.Add(1)) }
+
+// invalidIDs are rejected by ValidateID, Manager.Create and es.create_tenant.
+var invalidIDs = []string{
+	"",
+	"a'; drop table x; --",
+	"x'); DROP TABLE es.tenants; --",
+	`quote"d`,
+	"it's",
+	"Acme",
+	"ACME",
+	strings.Repeat("a", 41),
+	strings.Repeat("a", 1000),
+	"tenañt",
+	"テナント",
+	"-leading-dash",
+	"_leading-underscore",
+	"with space",
+	"dot.ted",
+	"slash/ed",
+	"semi;colon",
+	"trailing-newline\n",
+	"\nleading-newline",
+	"tab\tbed",
+	"percent%",
+	"back\\slash",
+}
+
+// label names a subtest after id, shortening long ids.
+func label(id string) string {
+	if len(id) > 50 {
+		return fmt.Sprintf("%d_bytes", len(id))
+	}
+	return strconv.Quote(id)
+}
+
+// counts returns the number of registered tenants and of es.events partitions.
+func counts(t *testing.T, pool *pgxpool.Pool) (tenants, partitions int) {
+	t.Helper()
+	ctx := context.Background()
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM es.tenants").Scan(&tenants); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'es.events'::regclass").Scan(&partitions); err != nil {
+		t.Fatal(err)
+	}
+	return tenants, partitions
+}
+
+func TestValidateIDAcceptsValidIDs(t *testing.T) {
+	for _, id := range []string{
+		"a",
+		"0",
+		"acme",
+		"acme-corp",
+		"acme_corp_2",
+		"9lives",
+		"a-",
+		"z_",
+		strings.Repeat("a", 40),
+		"a" + strings.Repeat("-", 39),
+	} {
+		if err := tenant.ValidateID(id); err != nil {
+			t.Errorf("ValidateID(%q) = %v, want nil", id, err)
+		}
+	}
+}
+
+func TestValidateIDRejectsInvalidIDs(t *testing.T) {
+	for _, id := range invalidIDs {
+		err := tenant.ValidateID(id)
+		if !errors.Is(err, pges.ErrInvalidEvent) {
+			t.Errorf("ValidateID(%q) = %v, want an error matching ErrInvalidEvent", id, err)
+			continue
+		}
+		var ie *pges.InvalidEventError
+		if !errors.As(err, &ie) || ie.Index != -1 {
+			t.Errorf("ValidateID(%q) = %#v, want an *InvalidEventError with Index -1", id, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "invalid tenant id") || len(msg) > 300 {
+			t.Errorf("ValidateID(%q) message %q, want a short message saying \"invalid tenant id\"", id, msg)
+		}
+	}
+}
+
+func TestCreateRejectsInvalidIDsAndChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	tenantsBefore, partitionsBefore := counts(t, pool)
+	for _, id := range invalidIDs {
+		t.Run(label(id), func(t *testing.T) {
+			got, err := m.Create(ctx, id, "bad")
+			if !errors.Is(err, pges.ErrInvalidEvent) {
+				t.Errorf("Create(%q) = %+v, %v; want an error matching ErrInvalidEvent", id, got, err)
+			}
+			if got != (tenant.Tenant{}) {
+				t.Errorf("Create(%q) returned %+v with its error, want the zero Tenant", id, got)
+			}
+			if tn, pn := counts(t, pool); tn != tenantsBefore || pn != partitionsBefore {
+				t.Errorf("after Create(%q): %d tenants, %d partitions; want %d, %d", id, tn, pn, tenantsBefore, partitionsBefore)
+			}
+		})
+	}
+}
+
+// The SQL function guards the same rule for callers that skip the Go API.
+func TestSQLCreateTenantRejectsInvalidIDs(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	tenantsBefore, partitionsBefore := counts(t, pool)
+	for _, id := range invalidIDs {
+		t.Run(label(id), func(t *testing.T) {
+			_, err := pool.Exec(ctx, "SELECT es.create_tenant($1, 'bad')", id)
+			if err = pges.TranslateError(err); !errors.Is(err, pges.ErrInvalidEvent) {
+				t.Errorf("es.create_tenant(%q): %v, want an error matching ErrInvalidEvent", id, err)
+			}
+			if tn, pn := counts(t, pool); tn != tenantsBefore || pn != partitionsBefore {
+				t.Errorf("after es.create_tenant(%q): %d tenants, %d partitions; want %d, %d", id, tn, pn, tenantsBefore, partitionsBefore)
+			}
+		})
+	}
+}
+
+func TestCreateAndGet(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	id := newID("acme")
+	tenantsBefore, partitionsBefore := counts(t, pool)
+
+	created, err := m.Create(ctx, id, "Acme Corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.ID != id || created.Name != "Acme Corp" || created.Status != "active" || created.CreatedAt.IsZero() {
+		t.Fatalf("Create = %+v, want %s named Acme Corp, active, with a creation time", created, id)
+	}
+	if tn, pn := counts(t, pool); tn != tenantsBefore+1 || pn != partitionsBefore+1 {
+		t.Errorf("after Create: %d tenants, %d partitions; want %d, %d", tn, pn, tenantsBefore+1, partitionsBefore+1)
+	}
+
+	got, err := m.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != created.ID || got.Name != created.Name || got.Status != created.Status || !got.CreatedAt.Equal(created.CreatedAt) {
+		t.Errorf("Get = %+v, want %+v", got, created)
+	}
+}
+
+func TestCreateIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	id := newID("twice")
+
+	first, err := m.Create(ctx, id, "First")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenantsBefore, partitionsBefore := counts(t, pool)
+	second, err := m.Create(ctx, id, "Second")
+	if err != nil {
+		t.Fatalf("creating an existing tenant: %v, want nil", err)
+	}
+	if second.ID != id || second.Name != "First" || !second.CreatedAt.Equal(first.CreatedAt) {
+		t.Errorf("second Create = %+v, want the existing tenant %+v unchanged", second, first)
+	}
+	if tn, pn := counts(t, pool); tn != tenantsBefore || pn != partitionsBefore {
+		t.Errorf("after a second Create: %d tenants, %d partitions; want %d, %d", tn, pn, tenantsBefore, partitionsBefore)
+	}
+}
+
+func TestGetUnknown(t *testing.T) {
+	ctx := context.Background()
+	m := tenant.NewManager(testdb.Pool(t))
+	for _, id := range []string{"no-such-tenant", "a'; drop table x; --", ""} {
+		got, err := m.Get(ctx, id)
+		if !errors.Is(err, pges.ErrTenantNotFound) {
+			t.Errorf("Get(%q) = %+v, %v; want an error matching ErrTenantNotFound", id, got, err)
+		}
+	}
+	if _, err := m.Get(ctx, "no-such-tenant"); err == nil || !strings.Contains(err.Error(), "no-such-tenant") {
+		t.Errorf("Get error %v does not name the tenant", err)
+	}
+}
+
+func TestList(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	ids := []string{newID("list-b"), newID("list-a")}
+	for _, id := range ids {
+		if _, err := m.Create(ctx, id, "name of "+id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := m.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenants, _ := counts(t, pool)
+	if len(all) != tenants {
+		t.Errorf("List returned %d tenants, es.tenants has %d", len(all), tenants)
+	}
+	if !slices.IsSortedFunc(all, func(a, b tenant.Tenant) int { return strings.Compare(a.ID, b.ID) }) {
+		t.Errorf("List is not ordered by id: %+v", all)
+	}
+	for _, id := range ids {
+		i := slices.IndexFunc(all, func(tn tenant.Tenant) bool { return tn.ID == id })
+		if i < 0 {
+			t.Errorf("List does not contain %s: %+v", id, all)
+		} else if all[i].Name != "name of "+id || all[i].Status != "active" {
+			t.Errorf("List entry %+v, want name %q, active", all[i], "name of "+id)
+		}
+	}
+}
+
+func TestAppendAfterCreate(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	id := newID("append")
+	if _, err := tenant.NewManager(pool).Create(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	store, err := pges.New(pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := store.Tenant(id).AppendToStream(ctx, "order-1", pges.NoStream,
+		pges.EventData{Type: "OrderPlaced", Payload: json.RawMessage(`{"total":42}`)})
+	if err != nil {
+		t.Fatalf("append to a created tenant: %v", err)
+	}
+	if res.StreamVersion != 1 || len(res.Positions) != 1 {
+		t.Errorf("append result %+v, want version 1 and one position", res)
+	}
+	events, err := store.Tenant(id).ReadStream(ctx, "order-1", pges.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Type != "OrderPlaced" || events[0].Position != res.Positions[0] {
+		t.Errorf("read back %+v, want the one OrderPlaced event", events)
+	}
+
+	// A tenant that was never created cannot be written to.
+	_, err = store.Tenant(newID("never-created")).AppendToStream(ctx, "order-1", pges.NoStream,
+		pges.EventData{Type: "OrderPlaced", Payload: json.RawMessage(`{}`)})
+	if !errors.Is(err, pges.ErrTenantNotFound) {
+		t.Errorf("append to an unknown tenant: %v, want an error matching ErrTenantNotFound", err)
+	}
+}
