@@ -19,6 +19,8 @@ var (
 	ErrTenantSuspended      = errors.New("tenant suspended")
 	// ErrEventIDConflict: an event id was appended before with other content.
 	ErrEventIDConflict = errors.New("event id reused with other content")
+	// ErrTenantExists: a tenant with this id exists with other settings.
+	ErrTenantExists = errors.New("tenant exists with other settings")
 )
 
 // WrongExpectedVersionError reports a failed optimistic concurrency check.
@@ -70,6 +72,7 @@ const (
 	codeTenantSuspended      = "ES006"
 	codeEventIDConflict      = "ES007"
 	codeConditionViolated    = "ES008"
+	codeTenantExists         = "ES009"
 	codeUniqueViolation      = "23505"
 )
 
@@ -114,6 +117,8 @@ func translate(err error, streamID string) error {
 		return &storeError{ErrTenantSuspended, pgErr.Message}
 	case codeEventIDConflict:
 		return &storeError{ErrEventIDConflict, pgErr.Message}
+	case codeTenantExists:
+		return &storeError{ErrTenantExists, pgErr.Message}
 	case codeConditionViolated:
 		var d struct{ Position int64 }
 		_ = json.Unmarshal([]byte(pgErr.Detail), &d)

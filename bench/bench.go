@@ -84,10 +84,18 @@ func Scenarios() []string {
 }
 
 type runner struct {
-	pool  *pgxpool.Pool
-	store *pges.TenantStore
-	cfg   Config
-	runID string
+	pool   *pgxpool.Pool
+	store  *pges.TenantStore
+	cfg    Config
+	runID  string
+	phases int
+}
+
+// phase returns an id unique to one prepared phase of this run, so phases
+// never share tags or streams.
+func (r *runner) phase() string {
+	r.phases++
+	return fmt.Sprintf("%s_%d", r.runID, r.phases)
 }
 
 // Setup migrates the baseline table and creates the bench tenant. The
@@ -136,6 +144,11 @@ func Run(ctx context.Context, pool *pgxpool.Pool, cfg Config) ([]Result, error) 
 			clients = cfg.Clients
 		}
 		for _, c := range clients {
+			// Earlier phases wrote to the bench tenant: give the planner
+			// the statistics a long-lived log would have.
+			if _, err := pool.Exec(ctx, "SELECT es.analyze_tenant($1)", Tenant); err != nil {
+				return results, err
+			}
 			storeOp, baseOp, err := s.prepare(ctx, r, c)
 			if err != nil {
 				return results, fmt.Errorf("%s: %w", s.name, err)

@@ -104,15 +104,18 @@ func prepareReadStream(ctx context.Context, r *runner, clients int) (op, op, err
 		return count, nil
 	}
 	baseOp := func(ctx context.Context, c int, call int64) (int, error) {
-		rows, err := r.pool.Query(ctx, `SELECT position, tx_id, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
+		rows, err := r.pool.Query(ctx, `SELECT position, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
 			FROM es.events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version`, Tenant, stream)
 		if err != nil {
 			return 0, err
 		}
 		defer rows.Close()
+		// Scanned into the same Go types the store decodes into.
+		var e pges.RecordedEvent
+		var meta []byte
 		count := 0
 		for rows.Next() {
-			if _, err := rows.Values(); err != nil {
+			if err := rows.Scan(&e.Position, &e.ID, &e.Type, &e.StreamID, &e.StreamVersion, &e.Payload, &meta, &e.Tags, &e.RecordedAt); err != nil {
 				return count, err
 			}
 			count++
@@ -144,9 +147,10 @@ func insertOne(r *runner) op {
 // prepareDCBDisjoint: every call is a conditional append "fail if an event
 // with my entity tag exists", on a boundary no other call shares.
 func prepareDCBDisjoint(ctx context.Context, r *runner, clients int) (op, op, error) {
+	phase := r.phase()
 	storeOp := func(ctx context.Context, c int, call int64) (int, error) {
 		e := event(c, call, 0)
-		e.Tags[1] = fmt.Sprintf("entity:%s_%d_%d", r.runID, c, call)
+		e.Tags[1] = fmt.Sprintf("entity:%s_%d", phase, call)
 		_, err := r.store.Append(ctx, []pges.EventData{e}, &pges.AppendCondition{FailIfEventsMatch: pges.Tags(e.Tags[1])})
 		return 1, err
 	}
@@ -156,7 +160,7 @@ func prepareDCBDisjoint(ctx context.Context, r *runner, clients int) (op, op, er
 // prepareDCBContended: all clients decide on one boundary: read it, then
 // append conditioned on the read's head. Conflicts are counted, not failed.
 func prepareDCBContended(ctx context.Context, r *runner, clients int) (op, op, error) {
-	q := pges.Tags("contended:" + r.runID)
+	q := pges.Tags("contended:" + r.phase())
 	storeOp := func(ctx context.Context, c int, call int64) (int, error) {
 		res, err := r.store.Read(ctx, q, pges.QueryOptions{Backwards: true, Limit: 1})
 		if err != nil {
@@ -192,9 +196,10 @@ func prepareCheckAtSize(size int) func(ctx context.Context, r *runner, clients i
 		if err := fill(ctx, r, ts, size); err != nil {
 			return nil, nil, err
 		}
+		phase := r.phase()
 		storeOp := func(ctx context.Context, c int, call int64) (int, error) {
 			e := event(c, call, 0)
-			e.Tags[1] = fmt.Sprintf("probe:%s_%d_%d", r.runID, c, call)
+			e.Tags[1] = fmt.Sprintf("probe:%s_%d", phase, call)
 			_, err := ts.Append(ctx, []pges.EventData{e}, &pges.AppendCondition{FailIfEventsMatch: pges.Tags(e.Tags[1])})
 			return 1, err
 		}

@@ -7,6 +7,8 @@ package db
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const createTenant = `-- name: CreateTenant :one
@@ -28,6 +30,17 @@ func (q *Queries) CreateTenant(ctx context.Context, db DBTX, arg CreateTenantPar
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const dropTenant = `-- name: DropTenant :one
+SELECT es.drop_tenant($1::text)::boolean AS dropped
+`
+
+func (q *Queries) DropTenant(ctx context.Context, db DBTX, tenantID string) (bool, error) {
+	row := db.QueryRow(ctx, dropTenant, tenantID)
+	var dropped bool
+	err := row.Scan(&dropped)
+	return dropped, err
 }
 
 const getTenant = `-- name: GetTenant :one
@@ -73,4 +86,52 @@ func (q *Queries) ListTenants(ctx context.Context, db DBTX) ([]EsTenant, error) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const setTenantStatus = `-- name: SetTenantStatus :one
+SELECT tenant_id, name, status, created_at FROM es.set_tenant_status($1::text, $2::text)
+`
+
+type SetTenantStatusParams struct {
+	TenantID string
+	Status   string
+}
+
+func (q *Queries) SetTenantStatus(ctx context.Context, db DBTX, arg SetTenantStatusParams) (EsTenant, error) {
+	row := db.QueryRow(ctx, setTenantStatus, arg.TenantID, arg.Status)
+	var i EsTenant
+	err := row.Scan(
+		&i.TenantID,
+		&i.Name,
+		&i.Status,
+		&i.CreatedAt,
+	)
+	return i, err
+}
+
+const tenantStats = `-- name: TenantStats :one
+SELECT s.events::bigint AS events, s.streams::bigint AS streams, s.snapshots::bigint AS snapshots,
+       s.bytes::bigint AS bytes, s.last_event_at::timestamptz AS last_event_at
+FROM es.tenant_stats($1::text) s
+`
+
+type TenantStatsRow struct {
+	Events      int64
+	Streams     int64
+	Snapshots   int64
+	Bytes       int64
+	LastEventAt pgtype.Timestamptz
+}
+
+func (q *Queries) TenantStats(ctx context.Context, db DBTX, tenantID string) (TenantStatsRow, error) {
+	row := db.QueryRow(ctx, tenantStats, tenantID)
+	var i TenantStatsRow
+	err := row.Scan(
+		&i.Events,
+		&i.Streams,
+		&i.Snapshots,
+		&i.Bytes,
+		&i.LastEventAt,
+	)
+	return i, err
 }

@@ -7,6 +7,7 @@
 --   ES002 stream not found         ES003 stream deleted
 --   ES004 invalid argument/event   ES005 tenant not found
 --   ES006 tenant suspended         ES007 event id reused with other content
+--   ES009 tenant exists with other settings
 
 -- +goose Up
 CREATE SCHEMA es;
@@ -89,8 +90,11 @@ BEGIN
     INSERT INTO es.tenants (tenant_id, name) VALUES (p_tenant_id, coalesce(p_name, ''))
     ON CONFLICT (tenant_id) DO NOTHING;
     IF NOT FOUND THEN
-        -- Creating an existing tenant is idempotent.
+        -- Creating an existing tenant is idempotent with the same settings.
         SELECT * INTO v_row FROM es.tenants WHERE tenant_id = p_tenant_id;
+        IF v_row.name IS DISTINCT FROM coalesce(p_name, '') THEN
+            PERFORM es.raise('ES009', format('tenant %L exists with the name %L', p_tenant_id, v_row.name));
+        END IF;
         RETURN v_row;
     END IF;
     EXECUTE format('CREATE TABLE es.%I PARTITION OF es.events FOR VALUES IN (%L)', 'events_' || p_tenant_id, p_tenant_id);

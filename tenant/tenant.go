@@ -54,7 +54,8 @@ func NewManager(pool *pgxpool.Pool) *Manager {
 }
 
 // Create registers a tenant and creates its partitions. Creating an existing
-// tenant returns it unchanged.
+// tenant with the same name returns it unchanged; with another name it fails
+// with pges.ErrTenantExists.
 func (m *Manager) Create(ctx context.Context, id, name string) (Tenant, error) {
 	if err := ValidateID(id); err != nil {
 		return Tenant{}, err
@@ -93,4 +94,53 @@ func (m *Manager) List(ctx context.Context) ([]Tenant, error) {
 
 func fromRow(r db.EsTenant) Tenant {
 	return Tenant{ID: r.TenantID, Name: r.Name, Status: r.Status, CreatedAt: r.CreatedAt.Time}
+}
+
+// Suspend makes a tenant's appends fail with pges.ErrTenantSuspended; its
+// events stay readable.
+func (m *Manager) Suspend(ctx context.Context, id string) (Tenant, error) {
+	return m.setStatus(ctx, id, "suspended")
+}
+
+// Resume makes a suspended tenant writable again.
+func (m *Manager) Resume(ctx context.Context, id string) (Tenant, error) {
+	return m.setStatus(ctx, id, "active")
+}
+
+func (m *Manager) setStatus(ctx context.Context, id, status string) (Tenant, error) {
+	row, err := m.queries.SetTenantStatus(ctx, m.pool, db.SetTenantStatusParams{TenantID: id, Status: status})
+	if err != nil {
+		return Tenant{}, pges.TranslateError(err)
+	}
+	return fromRow(row), nil
+}
+
+// Stats is what a tenant holds.
+type Stats struct {
+	Events      int64
+	Streams     int64
+	Snapshots   int64
+	Bytes       int64 // on disk, tables and indexes
+	LastEventAt time.Time
+}
+
+// Stats counts a tenant's events, streams and snapshots and sizes its
+// partitions. It scans the tenant's events: seconds for millions.
+func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
+	row, err := m.queries.TenantStats(ctx, m.pool, id)
+	if err != nil {
+		return Stats{}, pges.TranslateError(err)
+	}
+	return Stats{Events: row.Events, Streams: row.Streams, Snapshots: row.Snapshots, Bytes: row.Bytes, LastEventAt: row.LastEventAt.Time}, nil
+}
+
+// Drop removes a tenant and all its data by dropping its partitions, in a
+// time that does not depend on the amount of data. Dropping a tenant that
+// does not exist is not an error; dropped reports whether it existed.
+func (m *Manager) Drop(ctx context.Context, id string) (dropped bool, err error) {
+	if err := ValidateID(id); err != nil {
+		return false, err
+	}
+	dropped, err = m.queries.DropTenant(ctx, m.pool, id)
+	return dropped, pges.TranslateError(err)
 }

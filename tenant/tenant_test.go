@@ -184,15 +184,96 @@ func TestCreateIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	tenantsBefore, partitionsBefore := counts(t, pool)
-	second, err := m.Create(ctx, id, "Second")
+	second, err := m.Create(ctx, id, "First")
 	if err != nil {
-		t.Fatalf("creating an existing tenant: %v, want nil", err)
+		t.Fatalf("creating an existing tenant with the same settings: %v, want nil", err)
 	}
 	if second.ID != id || second.Name != "First" || !second.CreatedAt.Equal(first.CreatedAt) {
 		t.Errorf("second Create = %+v, want the existing tenant %+v unchanged", second, first)
 	}
+	// Other settings are a typed error, and change nothing.
+	if _, err := m.Create(ctx, id, "Second"); !errors.Is(err, pges.ErrTenantExists) {
+		t.Fatalf("creating an existing tenant with another name: %v, want ErrTenantExists", err)
+	}
+	if got, _ := m.Get(ctx, id); got.Name != "First" {
+		t.Errorf("name changed to %q", got.Name)
+	}
 	if tn, pn := counts(t, pool); tn != tenantsBefore || pn != partitionsBefore {
 		t.Errorf("after a second Create: %d tenants, %d partitions; want %d, %d", tn, pn, tenantsBefore, partitionsBefore)
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	id, other := newID("life"), newID("other")
+	for _, tid := range []string{id, other} {
+		if _, err := m.Create(ctx, tid, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, _ := pges.New(pool, nil)
+	ts := store.Tenant(id)
+	ev := pges.EventData{Type: "E", Payload: json.RawMessage(`{}`), Tags: []string{"k"}}
+	if _, err := ts.AppendToStream(ctx, "s", pges.NoStream, ev, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.SaveSnapshot(ctx, "s", 2, 1, json.RawMessage(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Tenant(other).Append(ctx, []pges.EventData{ev}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Stats(ctx, id)
+	if err != nil || st.Events != 2 || st.Streams != 1 || st.Snapshots != 1 || st.Bytes <= 0 || st.LastEventAt.IsZero() {
+		t.Fatalf("stats %+v, %v", st, err)
+	}
+
+	if got, err := m.Suspend(ctx, id); err != nil || got.Status != "suspended" {
+		t.Fatalf("suspend: %+v, %v", got, err)
+	}
+	if _, err := ts.AppendToStream(ctx, "s", pges.Any, ev); !errors.Is(err, pges.ErrTenantSuspended) {
+		t.Fatalf("append to a suspended tenant: %v", err)
+	}
+	if _, err := ts.Append(ctx, []pges.EventData{ev}, nil); !errors.Is(err, pges.ErrTenantSuspended) {
+		t.Fatalf("DCB append to a suspended tenant: %v", err)
+	}
+	if events, err := ts.ReadStream(ctx, "s", pges.ReadOptions{}); err != nil || len(events) != 2 {
+		t.Fatalf("read of a suspended tenant: %d events, %v", len(events), err)
+	}
+	if _, err := m.Resume(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.AppendToStream(ctx, "s", pges.Exactly(2), ev); err != nil {
+		t.Fatalf("append after resume: %v", err)
+	}
+	if _, err := m.Suspend(ctx, "no-such-tenant"); !errors.Is(err, pges.ErrTenantNotFound) {
+		t.Fatalf("suspend of an unknown tenant: %v", err)
+	}
+
+	_, partitionsBefore := counts(t, pool)
+	if dropped, err := m.Drop(ctx, id); err != nil || !dropped {
+		t.Fatalf("drop: %v, %v", dropped, err)
+	}
+	if _, partitions := counts(t, pool); partitions != partitionsBefore-1 {
+		t.Fatalf("drop left %d event partitions, want %d", partitions, partitionsBefore-1)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM es.events WHERE tenant_id = $1) + (SELECT count(*) FROM es.snapshots WHERE tenant_id = $1)", id).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d rows of the dropped tenant remain (%v)", left, err)
+	}
+	if _, err := m.Get(ctx, id); !errors.Is(err, pges.ErrTenantNotFound) {
+		t.Fatalf("get after drop: %v", err)
+	}
+	if _, err := ts.ReadStream(ctx, "s", pges.ReadOptions{}); !errors.Is(err, pges.ErrTenantNotFound) {
+		t.Fatalf("read after drop: %v", err)
+	}
+	if dropped, err := m.Drop(ctx, id); err != nil || dropped {
+		t.Fatalf("second drop: %v, %v; want false, nil", dropped, err)
+	}
+	if n, err := m.Stats(ctx, other); err != nil || n.Events != 1 {
+		t.Fatalf("the other tenant after the drop: %+v, %v", n, err)
 	}
 }
 

@@ -165,8 +165,10 @@ func TestTenantCreateListShow(t *testing.T) {
 		t.Errorf("create row %q, want %s active ... Acme Corp", lines[1], id)
 	}
 
-	// Creating it again succeeds and returns the tenant unchanged.
-	r = esadmin(t, "", "tenant", "create", "--name", "Other Name", "--json", id)
+	// Creating it again with other settings fails; with the same, it
+	// succeeds and returns the tenant unchanged.
+	wantError(t, esadmin(t, "", "tenant", "create", "--name", "Other Name", id), exitFailure, "exists")
+	r = esadmin(t, "", "tenant", "create", "--name", "Acme Corp", "--json", id)
 	wantOK(t, r)
 	got := jsonLines[tenant.Tenant](t, r.stdout)
 	if len(got) != 1 || got[0].ID != id || got[0].Name != "Acme Corp" || got[0].Status != "active" || got[0].CreatedAt.IsZero() {
@@ -395,5 +397,49 @@ func TestBenchJSON(t *testing.T) {
 	}
 	if res.Baseline == nil || res.Baseline.Calls != 20 || res.Ratio <= 0 || res.EventsPerSec <= 0 {
 		t.Errorf("result %+v (baseline %+v), want a 20-call baseline and a positive ratio", res, res.Baseline)
+	}
+}
+
+func TestTenantLifecycleCommands(t *testing.T) {
+	p := pool(t)
+	const id = "cli-life"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	wantOK(t, esadmin(t, `{"type":"A","payload":{}}`+"\n", "events", "append", "-t", id, "--stream", "s"))
+
+	r := esadmin(t, "", "tenant", "show", id)
+	wantOK(t, r)
+	shown := map[string]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			shown[f[0]] = f[1]
+		}
+	}
+	if shown["events"] != "1" || shown["streams"] != "1" || shown["status"] != "active" || shown["snapshots"] != "0" {
+		t.Errorf("tenant show:\n%s\nwant 1 event, 1 stream, 0 snapshots, active", r.stdout)
+	}
+
+	wantOK(t, esadmin(t, "", "tenant", "suspend", id))
+	wantError(t, esadmin(t, `{"type":"B","payload":{}}`+"\n", "events", "append", "-t", id, "--stream", "s"), exitFailure, "suspended")
+	wantOK(t, esadmin(t, "", "events", "read", "-t", id, "--stream", "s"))
+	wantOK(t, esadmin(t, "", "tenant", "resume", id))
+	wantOK(t, esadmin(t, `{"type":"B","payload":{}}`+"\n", "events", "append", "-t", id, "--stream", "s"))
+	wantError(t, esadmin(t, "", "tenant", "suspend", "no-such-tenant"), exitFailure, "not found")
+
+	// drop asks first; a wrong answer or no answer drops nothing.
+	r = esadmin(t, "nope\n", "tenant", "drop", id)
+	if r.code != exitUsage || countEvents(t, p, id) != 2 {
+		t.Fatalf("unconfirmed drop: exit %d, %d events left; stderr %q", r.code, countEvents(t, p, id), r.stderr)
+	}
+	r = esadmin(t, id+"\n", "tenant", "drop", id)
+	if r.code != exitOK || !strings.Contains(r.stdout, "dropped tenant "+id) {
+		t.Fatalf("confirmed drop: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if n := count(t, p, "SELECT count(*) FROM es.tenants WHERE tenant_id = $1", id); n != 0 || countEvents(t, p, id) != 0 {
+		t.Fatalf("after drop: %d tenant rows, %d events", n, countEvents(t, p, id))
+	}
+	r = esadmin(t, "", "tenant", "drop", "--yes", id)
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "did not exist") {
+		t.Errorf("second drop printed %q", r.stdout)
 	}
 }

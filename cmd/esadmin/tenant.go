@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/eventstore-go/pges/tenant"
@@ -80,8 +83,8 @@ func tenantCommand() *cli.Command {
 			},
 			{
 				Name:      "show",
-				Usage:     "show one tenant",
-				UsageText: "esadmin tenant show acme [--json]",
+				Usage:     "show one tenant with what it holds (events, streams, snapshots, bytes, last event)",
+				UsageText: "esadmin tenant show [--json] acme",
 				ArgsUsage: "TENANT_ID",
 				Flags:     []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
@@ -93,10 +96,91 @@ func tenantCommand() *cli.Command {
 						if err != nil {
 							return err
 						}
-						return print(c, t)
+						st, err := m.Stats(c.Context, t.ID)
+						if err != nil {
+							return err
+						}
+						if c.Bool("json") {
+							return json.NewEncoder(c.App.Writer).Encode(struct {
+								tenant.Tenant
+								Stats tenant.Stats
+							}{t, st})
+						}
+						last := "-"
+						if !st.LastEventAt.IsZero() {
+							last = st.LastEventAt.Format("2006-01-02 15:04:05")
+						}
+						w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+						fmt.Fprintf(w, "tenant\t%s\nname\t%s\nstatus\t%s\ncreated\t%s\nevents\t%d\nstreams\t%d\nsnapshots\t%d\nbytes\t%d\nlast event\t%s\n",
+							t.ID, t.Name, t.Status, t.CreatedAt.Format("2006-01-02 15:04:05"), st.Events, st.Streams, st.Snapshots, st.Bytes, last)
+						return w.Flush()
 					})
 				},
 			},
+			statusCommand("suspend", "make a tenant's appends fail (reads still work)", (*tenant.Manager).Suspend, print),
+			statusCommand("resume", "make a suspended tenant writable again", (*tenant.Manager).Resume, print),
+			{
+				Name:      "drop",
+				Usage:     "delete a tenant and all its data (drops its partitions); asks to confirm unless --yes",
+				UsageText: "esadmin tenant drop [--yes] acme",
+				ArgsUsage: "TENANT_ID",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return usagef("tenant drop takes one tenant id")
+					}
+					id := c.Args().First()
+					if err := tenant.ValidateID(id); err != nil {
+						return usageError{err.Error()}
+					}
+					if !c.Bool("yes") {
+						fmt.Fprintf(c.App.ErrWriter, "This deletes tenant %q and all its events. Type the tenant id to confirm: ", id)
+						line, _ := bufio.NewReader(c.App.Reader).ReadString('\n')
+						if strings.TrimSpace(line) != id {
+							return usagef("not confirmed: nothing was dropped (use --yes in scripts)")
+						}
+					}
+					return withManager(c, func(m *tenant.Manager) error {
+						dropped, err := m.Drop(c.Context, id)
+						if err != nil {
+							return err
+						}
+						if !dropped {
+							fmt.Fprintf(c.App.Writer, "tenant %s did not exist\n", id)
+							return nil
+						}
+						fmt.Fprintf(c.App.Writer, "dropped tenant %s\n", id)
+						return nil
+					})
+				},
+			},
+		},
+	}
+}
+
+// statusCommand builds tenant suspend and resume.
+func statusCommand(name, usage string, set func(*tenant.Manager, context.Context, string) (tenant.Tenant, error),
+	print func(*cli.Context, ...tenant.Tenant) error) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		UsageText: "esadmin tenant " + name + " [--json] acme",
+		ArgsUsage: "TENANT_ID",
+		Flags:     []cli.Flag{jsonFlag},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("tenant %s takes one tenant id", name)
+			}
+			pool, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			t, err := set(tenant.NewManager(pool), c.Context, c.Args().First())
+			if err != nil {
+				return err
+			}
+			return print(c, t)
 		},
 	}
 }
