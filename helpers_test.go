@@ -11,15 +11,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// newTenant returns a store scoped to a fresh tenant of the test's own.
+// newTenant returns a store scoped to a fresh tenant of the test's own,
+// connected as the runtime role (row-level security applies), and an admin
+// pool (the schema owner) for setup and for counting rows behind its back.
 func newTenant(t *testing.T) (*pges.TenantStore, *pgxpool.Pool) {
 	t.Helper()
-	pool := testdb.Pool(t)
-	store, err := pges.New(pool, nil)
+	admin := testdb.Pool(t)
+	store, err := pges.New(testdb.RuntimePool(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return store.Tenant(testdb.NewTenant(t, pool)), pool
+	return store.Tenant(testdb.NewTenant(t, admin)), admin
 }
 
 func testdbPool(t *testing.T) *pgxpool.Pool { return testdb.Pool(t) }

@@ -13,22 +13,23 @@ import (
 )
 
 const appendEvents = `-- name: AppendEvents :one
-SELECT es.append_events($1::text, $2::jsonb, $3::jsonb, $4::bigint)::bigint[] AS positions
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $4::text, true) AS tenant_id)
+SELECT es.append_events(t.tenant_id, $1::jsonb, $2::jsonb, $3::bigint)::bigint[] AS positions FROM t
 `
 
 type AppendEventsParams struct {
-	TenantID string
 	Events   []byte
 	FailIf   []byte
 	After    int64
+	TenantID string
 }
 
 func (q *Queries) AppendEvents(ctx context.Context, db DBTX, arg AppendEventsParams) ([]int64, error) {
 	row := db.QueryRow(ctx, appendEvents,
-		arg.TenantID,
 		arg.Events,
 		arg.FailIf,
 		arg.After,
+		arg.TenantID,
 	)
 	var positions []int64
 	err := row.Scan(&positions)
@@ -36,33 +37,35 @@ func (q *Queries) AppendEvents(ctx context.Context, db DBTX, arg AppendEventsPar
 }
 
 const findAppended = `-- name: FindAppended :one
-SELECT f.positions::bigint[] AS positions FROM es.find_appended($1::text, NULL, $2::jsonb) f
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
+SELECT f.positions::bigint[] AS positions FROM t, LATERAL es.find_appended(t.tenant_id, NULL, $1::jsonb) f
 `
 
 type FindAppendedParams struct {
-	TenantID string
 	Events   []byte
+	TenantID string
 }
 
 func (q *Queries) FindAppended(ctx context.Context, db DBTX, arg FindAppendedParams) ([]int64, error) {
-	row := db.QueryRow(ctx, findAppended, arg.TenantID, arg.Events)
+	row := db.QueryRow(ctx, findAppended, arg.Events, arg.TenantID)
 	var positions []int64
 	err := row.Scan(&positions)
 	return positions, err
 }
 
 const readEvents = `-- name: ReadEvents :many
-SELECT position, tx_id, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
-FROM es.read_events($1::text, $2::jsonb, $3::bigint, $4::bigint, $5::int, $6::boolean)
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $6::text, true) AS tenant_id)
+SELECT e.position, e.tx_id, e.event_id, e.event_type, e.stream_id, e.stream_version, e.payload, e.metadata, e.tags, e.recorded_at
+FROM t, LATERAL es.read_events(t.tenant_id, $1::jsonb, $2::bigint, $3::bigint, $4::int, $5::boolean) e
 `
 
 type ReadEventsParams struct {
-	TenantID  string
 	Query     []byte
 	After     int64
 	Upto      int64
 	MaxCount  int32
 	Backwards bool
+	TenantID  string
 }
 
 type ReadEventsRow struct {
@@ -80,12 +83,12 @@ type ReadEventsRow struct {
 
 func (q *Queries) ReadEvents(ctx context.Context, db DBTX, arg ReadEventsParams) ([]ReadEventsRow, error) {
 	rows, err := db.Query(ctx, readEvents,
-		arg.TenantID,
 		arg.Query,
 		arg.After,
 		arg.Upto,
 		arg.MaxCount,
 		arg.Backwards,
+		arg.TenantID,
 	)
 	if err != nil {
 		return nil, err
@@ -117,16 +120,17 @@ func (q *Queries) ReadEvents(ctx context.Context, db DBTX, arg ReadEventsParams)
 }
 
 const readHead = `-- name: ReadHead :one
-SELECT es.read_head($1::text, $2::jsonb)::bigint AS head
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
+SELECT es.read_head(t.tenant_id, $1::jsonb)::bigint AS head FROM t
 `
 
 type ReadHeadParams struct {
-	TenantID string
 	Query    []byte
+	TenantID string
 }
 
 func (q *Queries) ReadHead(ctx context.Context, db DBTX, arg ReadHeadParams) (int64, error) {
-	row := db.QueryRow(ctx, readHead, arg.TenantID, arg.Query)
+	row := db.QueryRow(ctx, readHead, arg.Query, arg.TenantID)
 	var head int64
 	err := row.Scan(&head)
 	return head, err

@@ -12,13 +12,14 @@ import (
 )
 
 const loadSnapshot = `-- name: LoadSnapshot :many
-SELECT stream_version, schema_version, state, created_at
-FROM es.load_snapshot($1::text, $2::text)
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
+SELECT s.stream_version, s.schema_version, s.state, s.created_at
+FROM t, LATERAL es.load_snapshot(t.tenant_id, $1::text) s
 `
 
 type LoadSnapshotParams struct {
-	TenantID string
 	StreamID string
+	TenantID string
 }
 
 type LoadSnapshotRow struct {
@@ -29,7 +30,7 @@ type LoadSnapshotRow struct {
 }
 
 func (q *Queries) LoadSnapshot(ctx context.Context, db DBTX, arg LoadSnapshotParams) ([]LoadSnapshotRow, error) {
-	rows, err := db.Query(ctx, loadSnapshot, arg.TenantID, arg.StreamID)
+	rows, err := db.Query(ctx, loadSnapshot, arg.StreamID, arg.TenantID)
 	if err != nil {
 		return nil, err
 	}
@@ -54,24 +55,25 @@ func (q *Queries) LoadSnapshot(ctx context.Context, db DBTX, arg LoadSnapshotPar
 }
 
 const saveSnapshot = `-- name: SaveSnapshot :exec
-SELECT es.save_snapshot($1::text, $2::text, $3::bigint, $4::int, $5::jsonb)
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $5::text, true) AS tenant_id)
+SELECT es.save_snapshot(t.tenant_id, $1::text, $2::bigint, $3::int, $4::jsonb) FROM t
 `
 
 type SaveSnapshotParams struct {
-	TenantID      string
 	StreamID      string
 	StreamVersion int64
 	SchemaVersion int32
 	State         []byte
+	TenantID      string
 }
 
 func (q *Queries) SaveSnapshot(ctx context.Context, db DBTX, arg SaveSnapshotParams) error {
 	_, err := db.Exec(ctx, saveSnapshot,
-		arg.TenantID,
 		arg.StreamID,
 		arg.StreamVersion,
 		arg.SchemaVersion,
 		arg.State,
+		arg.TenantID,
 	)
 	return err
 }

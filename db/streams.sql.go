@@ -13,15 +13,17 @@ import (
 )
 
 const appendToStream = `-- name: AppendToStream :one
+
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $4::text, true) AS tenant_id)
 SELECT r.stream_version::bigint AS stream_version, r.positions::bigint[] AS positions
-FROM es.append_to_stream($1::text, $2::text, $3::bigint, $4::jsonb) r
+FROM t, LATERAL es.append_to_stream(t.tenant_id, $1::text, $2::bigint, $3::jsonb) r
 `
 
 type AppendToStreamParams struct {
-	TenantID        string
 	StreamID        string
 	ExpectedVersion int64
 	Events          []byte
+	TenantID        string
 }
 
 type AppendToStreamRow struct {
@@ -29,12 +31,15 @@ type AppendToStreamRow struct {
 	Positions     []int64
 }
 
+// Every tenant-scoped statement first sets es.tenant_id for its own
+// transaction (row-level security, migrations/00004) and passes the value
+// set_config returns to the function, which therefore runs after it.
 func (q *Queries) AppendToStream(ctx context.Context, db DBTX, arg AppendToStreamParams) (AppendToStreamRow, error) {
 	row := db.QueryRow(ctx, appendToStream,
-		arg.TenantID,
 		arg.StreamID,
 		arg.ExpectedVersion,
 		arg.Events,
+		arg.TenantID,
 	)
 	var i AppendToStreamRow
 	err := row.Scan(&i.StreamVersion, &i.Positions)
@@ -42,33 +47,35 @@ func (q *Queries) AppendToStream(ctx context.Context, db DBTX, arg AppendToStrea
 }
 
 const deleteStream = `-- name: DeleteStream :one
-SELECT es.delete_stream($1::text, $2::text, $3::bigint)::bigint AS stream_version
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT es.delete_stream(t.tenant_id, $1::text, $2::bigint)::bigint AS stream_version FROM t
 `
 
 type DeleteStreamParams struct {
-	TenantID        string
 	StreamID        string
 	ExpectedVersion int64
+	TenantID        string
 }
 
 func (q *Queries) DeleteStream(ctx context.Context, db DBTX, arg DeleteStreamParams) (int64, error) {
-	row := db.QueryRow(ctx, deleteStream, arg.TenantID, arg.StreamID, arg.ExpectedVersion)
+	row := db.QueryRow(ctx, deleteStream, arg.StreamID, arg.ExpectedVersion, arg.TenantID)
 	var stream_version int64
 	err := row.Scan(&stream_version)
 	return stream_version, err
 }
 
 const readStream = `-- name: ReadStream :many
-SELECT position, tx_id, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
-FROM es.read_stream($1::text, $2::text, $3::bigint, $4::int, $5::boolean)
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $5::text, true) AS tenant_id)
+SELECT e.position, e.tx_id, e.event_id, e.event_type, e.stream_id, e.stream_version, e.payload, e.metadata, e.tags, e.recorded_at
+FROM t, LATERAL es.read_stream(t.tenant_id, $1::text, $2::bigint, $3::int, $4::boolean) e
 `
 
 type ReadStreamParams struct {
-	TenantID    string
 	StreamID    string
 	FromVersion int64
 	MaxCount    int32
 	Backwards   bool
+	TenantID    string
 }
 
 type ReadStreamRow struct {
@@ -86,11 +93,11 @@ type ReadStreamRow struct {
 
 func (q *Queries) ReadStream(ctx context.Context, db DBTX, arg ReadStreamParams) ([]ReadStreamRow, error) {
 	rows, err := db.Query(ctx, readStream,
-		arg.TenantID,
 		arg.StreamID,
 		arg.FromVersion,
 		arg.MaxCount,
 		arg.Backwards,
+		arg.TenantID,
 	)
 	if err != nil {
 		return nil, err
@@ -122,13 +129,14 @@ func (q *Queries) ReadStream(ctx context.Context, db DBTX, arg ReadStreamParams)
 }
 
 const streamHead = `-- name: StreamHead :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
 SELECT h.version::bigint AS version, h.deleted::boolean AS deleted
-FROM es.stream_head($1::text, $2::text) h
+FROM t, LATERAL es.stream_head(t.tenant_id, $1::text) h
 `
 
 type StreamHeadParams struct {
-	TenantID string
 	StreamID string
+	TenantID string
 }
 
 type StreamHeadRow struct {
@@ -137,7 +145,7 @@ type StreamHeadRow struct {
 }
 
 func (q *Queries) StreamHead(ctx context.Context, db DBTX, arg StreamHeadParams) (StreamHeadRow, error) {
-	row := db.QueryRow(ctx, streamHead, arg.TenantID, arg.StreamID)
+	row := db.QueryRow(ctx, streamHead, arg.StreamID, arg.TenantID)
 	var i StreamHeadRow
 	err := row.Scan(&i.Version, &i.Deleted)
 	return i, err

@@ -1,12 +1,16 @@
 -- name: AppendEvents :one
-SELECT es.append_events(@tenant_id::text, @events::jsonb, sqlc.narg(fail_if)::jsonb, @after::bigint)::bigint[] AS positions;
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.append_events(t.tenant_id, @events::jsonb, sqlc.narg(fail_if)::jsonb, @after::bigint)::bigint[] AS positions FROM t;
 
 -- name: ReadHead :one
-SELECT es.read_head(@tenant_id::text, @query::jsonb)::bigint AS head;
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.read_head(t.tenant_id, @query::jsonb)::bigint AS head FROM t;
 
 -- name: ReadEvents :many
-SELECT position, tx_id, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
-FROM es.read_events(@tenant_id::text, @query::jsonb, @after::bigint, @upto::bigint, @max_count::int, @backwards::boolean);
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT e.position, e.tx_id, e.event_id, e.event_type, e.stream_id, e.stream_version, e.payload, e.metadata, e.tags, e.recorded_at
+FROM t, LATERAL es.read_events(t.tenant_id, @query::jsonb, @after::bigint, @upto::bigint, @max_count::int, @backwards::boolean) e;
 
 -- name: FindAppended :one
-SELECT f.positions::bigint[] AS positions FROM es.find_appended(@tenant_id::text, NULL, @events::jsonb) f;
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT f.positions::bigint[] AS positions FROM t, LATERAL es.find_appended(t.tenant_id, NULL, @events::jsonb) f;

@@ -121,6 +121,27 @@ func Pool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
+// RuntimePool returns a pool on the package database whose connections act
+// as the store's runtime role es_runtime (SET ROLE), so row-level security
+// applies to them as it does to an application's. Closed when the test ends.
+func RuntimePool(t testing.TB) *pgxpool.Pool {
+	cfg, err := pgxpool.ParseConfig(URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 20
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "SET ROLE es_runtime")
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 var tenantSeq struct {
 	sync.Mutex
 	n int

@@ -1,0 +1,160 @@
+package pges_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/internal/testdb"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// fingerprint is everything tenant holds, as the owner sees it.
+func fingerprint(t *testing.T, admin *pgxpool.Pool, tenant string) string {
+	t.Helper()
+	var s string
+	err := admin.QueryRow(context.Background(), `
+		SELECT coalesce((SELECT string_agg(md5(e::text), ',' ORDER BY position) FROM es.events e WHERE tenant_id = $1), '')
+		    || '|' || coalesce((SELECT string_agg(md5(s::text), ',' ORDER BY stream_id, stream_version) FROM es.snapshots s WHERE tenant_id = $1), '')
+		    || '|' || coalesce((SELECT status FROM es.tenants WHERE tenant_id = $1), 'gone')`, tenant).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// As the runtime role with tenant A set, no statement however written reads
+// or changes tenant B's rows; with no tenant set, nothing is visible at all.
+func TestTenantIsolationAsRuntimeRole(t *testing.T) {
+	ctx := context.Background()
+	admin := testdb.Pool(t)
+	a, b := testdb.NewTenant(t, admin), testdb.NewTenant(t, admin)
+	store, _ := pges.New(admin, nil)
+	for _, id := range []string{a, b} {
+		ts := store.Tenant(id)
+		mustAppend(t, ts, "s", pges.NoStream, tagged("Secret", "shared-tag"))
+		if err := ts.SaveSnapshot(ctx, "s", 1, 1, json.RawMessage(`{"secret":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beforeB := fingerprint(t, admin, b)
+
+	conn, err := testdb.RuntimePool(t).Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false)", a); err != nil {
+		t.Fatal(err)
+	}
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return n
+	}
+	if n := count("SELECT count(*) FROM es.events"); n != 1 {
+		t.Fatalf("tenant A sees %d events, want its own 1", n)
+	}
+	for _, q := range []string{
+		"SELECT count(*) FROM es.events WHERE tenant_id = $1",
+		"SELECT count(*) FILTER (WHERE tenant_id = $1) FROM es.events WHERE true OR tenant_id <> $1",
+		"SELECT count(*) FROM es.snapshots WHERE tenant_id = $1",
+		"SELECT count(*) FROM es.tenants WHERE tenant_id = $1",
+		"SELECT count(*) FROM es.events WHERE tags @> ARRAY['shared-tag'] AND tenant_id = $1",
+	} {
+		if n := count(q, b); n != 0 {
+			t.Errorf("%s with tenant B's id: %d rows visible", q, n)
+		}
+	}
+
+	// Every attempt on B's rows is refused or changes nothing.
+	refused := []struct{ sql, want string }{
+		{"SELECT count(*) FROM es.events_" + b, "permission denied"},
+		{"UPDATE es.events SET payload = '{}' WHERE tenant_id = $1", "permission denied"},
+		{"DELETE FROM es.events WHERE tenant_id = $1", "permission denied"},
+		{"UPDATE es.events SET payload = '{}'", "permission denied"}, // events are immutable, A's too
+		{"INSERT INTO es.events (tenant_id, position, event_id, event_type, payload) VALUES ($1, nextval('es.event_position'), gen_random_uuid(), 'X', '{}')", "row-level security"},
+		{"INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state) VALUES ($1, 's', 1, 1, '{}')", "row-level security"},
+		{"SELECT * FROM es.append_to_stream($1, 's', -1, '[{\"type\":\"X\",\"payload\":{}}]')", "not found"},
+		{"SELECT * FROM es.append_events($1, '[{\"type\":\"X\",\"payload\":{}}]')", "not found"},
+		{"SELECT * FROM es.read_stream($1, 's')", "not found"},
+		{"SELECT * FROM es.read_events($1, '[{}]')", "not found"},
+		{"SELECT es.read_head($1, '[{}]')", "not found"},
+		{"SELECT es.save_snapshot($1, 's', 1, 1, '{}')", "not found"},
+		{"SELECT * FROM es.load_snapshot($1, 's')", "not found"},
+		{"SELECT es.delete_stream($1, 's', -1)", "not found"},
+		{"SELECT es.set_tenant_status($1, 'suspended')", "permission denied"},
+		{"SELECT es.drop_tenant($1)", "permission denied"},
+		{"SELECT es.create_tenant('evil')", "permission denied"},
+	}
+	for _, r := range refused {
+		args := []any{b}
+		if !strings.Contains(r.sql, "$1") {
+			args = nil
+		}
+		_, err := conn.Exec(ctx, r.sql, args...)
+		if err == nil || !strings.Contains(err.Error(), r.want) {
+			t.Errorf("%s: err %v, want %q", r.sql, err, r.want)
+		}
+	}
+	for _, sql := range []string{
+		"UPDATE es.snapshots SET state = '{}' WHERE tenant_id = $1",
+		"DELETE FROM es.snapshots WHERE tenant_id = $1",
+		"UPDATE es.snapshots SET tenant_id = $1",
+	} {
+		tag, err := conn.Exec(ctx, sql, b)
+		if err == nil && tag.RowsAffected() != 0 && strings.Contains(sql, "WHERE") {
+			t.Errorf("%s changed %d rows", sql, tag.RowsAffected())
+		}
+		if err != nil && !strings.Contains(err.Error(), "row-level security") {
+			t.Errorf("%s: %v", sql, err)
+		}
+	}
+	if after := fingerprint(t, admin, b); after != beforeB {
+		t.Fatal("tenant B's data changed through a connection scoped to tenant A")
+	}
+
+	// With no tenant set: nothing is visible and nothing can be written.
+	if _, err := conn.Exec(ctx, "RESET es.tenant_id"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"SELECT count(*) FROM es.events", "SELECT count(*) FROM es.snapshots", "SELECT count(*) FROM es.tenants"} {
+		if n := count(q); n != 0 {
+			t.Errorf("no tenant set: %s = %d", q, n)
+		}
+	}
+	beforeA := fingerprint(t, admin, a)
+	if _, err := conn.Exec(ctx, "SELECT * FROM es.append_to_stream($1, 's', -1, '[{\"type\":\"X\",\"payload\":{}}]')", a); err == nil {
+		t.Error("no tenant set: an append succeeded")
+	}
+	if fingerprint(t, admin, a) != beforeA || fingerprint(t, admin, b) != beforeB {
+		t.Fatal("no tenant set: data changed")
+	}
+}
+
+// The Go API scopes every statement itself: a runtime-role store reads and
+// writes exactly the tenant of its handle.
+func TestStoreSetsTheTenantPerStatement(t *testing.T) {
+	ctx := context.Background()
+	admin := testdb.Pool(t)
+	a, b := testdb.NewTenant(t, admin), testdb.NewTenant(t, admin)
+	store, _ := pges.New(testdb.RuntimePool(t), nil)
+	mustAppend(t, store.Tenant(a), "s", pges.NoStream, tagged("A", "k"))
+	mustAppend(t, store.Tenant(b), "s", pges.NoStream, tagged("B", "k"), tagged("B", "k"))
+	for id, want := range map[string]int{a: 1, b: 2} {
+		events, _, err := store.Tenant(id).ReadAll(ctx, pges.Tags("k"), pges.QueryOptions{})
+		if err != nil || len(events) != want {
+			t.Fatalf("tenant %s: %d events, %v; want %d", id, len(events), err, want)
+		}
+		for _, e := range events {
+			if e.Type != map[string]string{a: "A", b: "B"}[id] {
+				t.Fatalf("tenant %s read an event of the other tenant", id)
+			}
+		}
+	}
+}
