@@ -8,8 +8,26 @@ package db
 import (
 	"context"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 )
+
+const countTenantRows = `-- name: CountTenantRows :one
+SELECT (SELECT count(*) FROM es.events e WHERE e.tenant_id = $1::text)::bigint AS events,
+       (SELECT count(*) FROM es.snapshots s WHERE s.tenant_id = $1::text)::bigint AS snapshots
+`
+
+type CountTenantRowsRow struct {
+	Events    int64
+	Snapshots int64
+}
+
+func (q *Queries) CountTenantRows(ctx context.Context, db DBTX, tenantID string) (CountTenantRowsRow, error) {
+	row := db.QueryRow(ctx, countTenantRows, tenantID)
+	var i CountTenantRowsRow
+	err := row.Scan(&i.Events, &i.Snapshots)
+	return i, err
+}
 
 const createTenant = `-- name: CreateTenant :one
 SELECT tenant_id, name, status, created_at FROM es.create_tenant($1::text, $2::text)
@@ -43,6 +61,99 @@ func (q *Queries) DropTenant(ctx context.Context, db DBTX, tenantID string) (boo
 	return dropped, err
 }
 
+const exportEvents = `-- name: ExportEvents :many
+SELECT position, event_id, event_type, stream_id, stream_version, payload::text AS payload,
+       metadata::text AS metadata, tags, recorded_at
+FROM es.events WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3
+`
+
+type ExportEventsParams struct {
+	TenantID string
+	After    int64
+	MaxCount int32
+}
+
+type ExportEventsRow struct {
+	Position      int64
+	EventID       uuid.UUID
+	EventType     string
+	StreamID      pgtype.Text
+	StreamVersion pgtype.Int8
+	Payload       string
+	Metadata      string
+	Tags          []string
+	RecordedAt    pgtype.Timestamptz
+}
+
+func (q *Queries) ExportEvents(ctx context.Context, db DBTX, arg ExportEventsParams) ([]ExportEventsRow, error) {
+	rows, err := db.Query(ctx, exportEvents, arg.TenantID, arg.After, arg.MaxCount)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ExportEventsRow
+	for rows.Next() {
+		var i ExportEventsRow
+		if err := rows.Scan(
+			&i.Position,
+			&i.EventID,
+			&i.EventType,
+			&i.StreamID,
+			&i.StreamVersion,
+			&i.Payload,
+			&i.Metadata,
+			&i.Tags,
+			&i.RecordedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const exportSnapshots = `-- name: ExportSnapshots :many
+SELECT stream_id, stream_version, schema_version, state::text AS state, created_at
+FROM es.snapshots WHERE tenant_id = $1 ORDER BY stream_id, stream_version
+`
+
+type ExportSnapshotsRow struct {
+	StreamID      string
+	StreamVersion int64
+	SchemaVersion int32
+	State         string
+	CreatedAt     pgtype.Timestamptz
+}
+
+func (q *Queries) ExportSnapshots(ctx context.Context, db DBTX, tenantID string) ([]ExportSnapshotsRow, error) {
+	rows, err := db.Query(ctx, exportSnapshots, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ExportSnapshotsRow
+	for rows.Next() {
+		var i ExportSnapshotsRow
+		if err := rows.Scan(
+			&i.StreamID,
+			&i.StreamVersion,
+			&i.SchemaVersion,
+			&i.State,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getTenant = `-- name: GetTenant :one
 SELECT tenant_id, name, status, created_at FROM es.tenants WHERE tenant_id = $1
 `
@@ -57,6 +168,39 @@ func (q *Queries) GetTenant(ctx context.Context, db DBTX, tenantID string) (EsTe
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const importEvents = `-- name: ImportEvents :one
+SELECT es.import_events($1::text, $2::jsonb, $3::boolean)::bigint AS imported
+`
+
+type ImportEventsParams struct {
+	TenantID      string
+	Rows          []byte
+	KeepPositions bool
+}
+
+func (q *Queries) ImportEvents(ctx context.Context, db DBTX, arg ImportEventsParams) (int64, error) {
+	row := db.QueryRow(ctx, importEvents, arg.TenantID, arg.Rows, arg.KeepPositions)
+	var imported int64
+	err := row.Scan(&imported)
+	return imported, err
+}
+
+const importSnapshots = `-- name: ImportSnapshots :one
+SELECT es.import_snapshots($1::text, $2::jsonb)::bigint AS imported
+`
+
+type ImportSnapshotsParams struct {
+	TenantID string
+	Rows     []byte
+}
+
+func (q *Queries) ImportSnapshots(ctx context.Context, db DBTX, arg ImportSnapshotsParams) (int64, error) {
+	row := db.QueryRow(ctx, importSnapshots, arg.TenantID, arg.Rows)
+	var imported int64
+	err := row.Scan(&imported)
+	return imported, err
 }
 
 const listTenants = `-- name: ListTenants :many

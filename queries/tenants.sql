@@ -17,3 +17,22 @@ FROM es.tenant_stats(@tenant_id::text) s;
 
 -- name: DropTenant :one
 SELECT es.drop_tenant(@tenant_id::text)::boolean AS dropped;
+
+-- name: ExportEvents :many
+SELECT position, event_id, event_type, stream_id, stream_version, payload::text AS payload,
+       metadata::text AS metadata, tags, recorded_at
+FROM es.events WHERE tenant_id = @tenant_id AND position > @after ORDER BY position LIMIT @max_count;
+
+-- name: ExportSnapshots :many
+SELECT stream_id, stream_version, schema_version, state::text AS state, created_at
+FROM es.snapshots WHERE tenant_id = @tenant_id ORDER BY stream_id, stream_version;
+
+-- name: ImportEvents :one
+SELECT es.import_events(@tenant_id::text, @rows::jsonb, @keep_positions::boolean)::bigint AS imported;
+
+-- name: ImportSnapshots :one
+SELECT es.import_snapshots(@tenant_id::text, @rows::jsonb)::bigint AS imported;
+
+-- name: CountTenantRows :one
+SELECT (SELECT count(*) FROM es.events e WHERE e.tenant_id = @tenant_id::text)::bigint AS events,
+       (SELECT count(*) FROM es.snapshots s WHERE s.tenant_id = @tenant_id::text)::bigint AS snapshots;

@@ -1,6 +1,7 @@
 package tenant_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -354,5 +355,117 @@ func TestAppendAfterCreate(t *testing.T) {
 		pges.EventData{Type: "OrderPlaced", Payload: json.RawMessage(`{}`)})
 	if !errors.Is(err, pges.ErrTenantNotFound) {
 		t.Errorf("append to an unknown tenant: %v, want an error matching ErrTenantNotFound", err)
+	}
+}
+
+func TestExportImportRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	src := newID("src")
+	if _, err := m.Create(ctx, src, "Source"); err != nil {
+		t.Fatal(err)
+	}
+	store, _ := pges.New(pool, nil)
+	ts := store.Tenant(src)
+	payloads := []string{`{"z":1,"a":[1,2.50,{"k":null}],"s":"ünï\"cødé\\n😀"}`, `{"big":12345678901234567890,"f":1.0e-7}`, `[]`, `"just a string"`}
+	for i, p := range payloads {
+		if _, err := ts.AppendToStream(ctx, "s", pges.Any, pges.EventData{Type: "T", Payload: json.RawMessage(p),
+			Metadata: pges.Metadata{CorrelationID: "c", Extra: map[string]any{"i": i}}, Tags: []string{`a"b`, "c,d"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ts.Append(ctx, []pges.EventData{{Type: "D", Payload: json.RawMessage(`{}`), Tags: []string{"dcb"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.DeleteStream(ctx, "s", pges.Any); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.SaveSnapshot(ctx, "s", 2, 3, json.RawMessage(`{"state":[1,2]}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	var first bytes.Buffer
+	res, err := m.Export(ctx, src, &first)
+	if err != nil || res.Events != 6 || res.Snapshots != 1 {
+		t.Fatalf("export: %+v, %v", res, err)
+	}
+	dst := newID("dst")
+	imp, err := m.Import(ctx, bytes.NewReader(first.Bytes()), tenant.ImportOptions{Tenant: dst})
+	if err != nil || imp.Events != 6 || imp.Snapshots != 1 || imp.Tenant != dst {
+		t.Fatalf("import: %+v, %v", imp, err)
+	}
+	var second bytes.Buffer
+	if _, err := m.Export(ctx, dst, &second); err != nil {
+		t.Fatal(err)
+	}
+	// Every line but the header (tenant id, export time) is identical: same
+	// payloads, metadata, tags, positions and times.
+	a, b := strings.Split(first.String(), "\n"), strings.Split(second.String(), "\n")
+	if len(a) != len(b) {
+		t.Fatalf("%d lines exported, %d after the round trip", len(a), len(b))
+	}
+	for i := 1; i < len(a); i++ {
+		if a[i] != b[i] {
+			t.Fatalf("line %d changed:\n%s\n%s", i+1, a[i], b[i])
+		}
+	}
+	// The imported tenant works: the stream is deleted, DCB sees its event.
+	dts := store.Tenant(dst)
+	if _, err := dts.ReadStream(ctx, "s", pges.ReadOptions{}); !errors.Is(err, pges.ErrStreamDeleted) {
+		t.Fatalf("imported deleted stream: %v", err)
+	}
+	if events, _, err := dts.ReadAll(ctx, pges.Tags("dcb"), pges.QueryOptions{}); err != nil || len(events) != 1 {
+		t.Fatalf("imported DCB event: %d, %v", len(events), err)
+	}
+	// New appends get positions after the imported ones.
+	if r, err := dts.Append(ctx, []pges.EventData{{Type: "New", Payload: json.RawMessage(`{}`)}}, nil); err != nil || r.Positions[0] <= res.Events {
+		t.Fatalf("append after import: %+v, %v", r, err)
+	}
+
+	// A non-empty tenant is refused unless merging; nothing changes.
+	before, _ := m.Stats(ctx, dst)
+	if _, err := m.Import(ctx, bytes.NewReader(first.Bytes()), tenant.ImportOptions{Tenant: dst}); !errors.Is(err, tenant.ErrTenantNotEmpty) {
+		t.Fatalf("import into a non-empty tenant: %v", err)
+	}
+	if after, _ := m.Stats(ctx, dst); after.Events != before.Events {
+		t.Fatalf("a refused import wrote %d events", after.Events-before.Events)
+	}
+	// Merging into a tenant with data: new positions, exported order kept,
+	// and a second merge adds nothing.
+	mix := newID("mix")
+	if _, err := m.Create(ctx, mix, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Tenant(mix).Append(ctx, []pges.EventData{{Type: "Own", Payload: json.RawMessage(`{}`)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for round, want := range []int64{6, 0} {
+		got, err := m.Import(ctx, bytes.NewReader(first.Bytes()), tenant.ImportOptions{Tenant: mix, Merge: true})
+		if err != nil || got.Events != want || got.Skipped != 6-want {
+			t.Fatalf("merge %d: %+v, %v", round, got, err)
+		}
+	}
+	merged, _, err := store.Tenant(mix).ReadAll(ctx, pges.QueryAll(), pges.QueryOptions{})
+	if err != nil || len(merged) != 7 || merged[0].Type != "Own" || merged[6].Type != "$tombstone" || string(merged[1].Payload) != `{"a": [1, 2.50, {"k": null}], "s": "ünï\"cødé\\n😀", "z": 1}` {
+		t.Fatalf("merged log: %d events, %v; first payload %s", len(merged), err, merged[1].Payload)
+	}
+
+	// A truncated or tampered export writes nothing, not even the tenant.
+	lines := strings.Split(strings.TrimSpace(first.String()), "\n")
+	for name, body := range map[string]string{
+		"truncated":     strings.Join(lines[:4], "\n"),
+		"wrong count":   strings.Join(append(lines[:3], lines[len(lines)-2:]...), "\n"),
+		"malformed":     strings.Join(append([]string{lines[0], `{"kind":"event",`}, lines[1:]...), "\n"),
+		"unknown kind":  strings.Join(append([]string{lines[0], `{"kind":"surprise"}`}, lines[1:]...), "\n"),
+		"not an export": "hello",
+	} {
+		fresh := newID("bad")
+		if _, err := m.Import(ctx, strings.NewReader(body), tenant.ImportOptions{Tenant: fresh}); err == nil {
+			t.Errorf("%s: import succeeded", name)
+		}
+		if _, err := m.Get(ctx, fresh); !errors.Is(err, pges.ErrTenantNotFound) {
+			t.Errorf("%s: the failed import left tenant %s behind", name, fresh)
+		}
 	}
 }

@@ -443,3 +443,35 @@ func TestTenantLifecycleCommands(t *testing.T) {
 		t.Errorf("second drop printed %q", r.stdout)
 	}
 }
+
+func TestTenantExportImport(t *testing.T) {
+	p := pool(t)
+	const src, dst = "cli-export", "cli-import"
+	wantOK(t, esadmin(t, "", "tenant", "create", "--name", "Exported", src))
+	wantOK(t, esadmin(t, `{"type":"A","payload":{"x":1},"tags":["t"]}`+"\n"+`{"type":"B","payload":{}}`+"\n", "events", "append", "-t", src, "--stream", "s"))
+
+	file := t.TempDir() + "/export.jsonl"
+	r := esadmin(t, "", "tenant", "export", "--file", file, src)
+	if r.code != exitOK || !strings.Contains(r.stderr, "exported 2 events") {
+		t.Fatalf("export: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = esadmin(t, "", "tenant", "import", "--file", file, "--tenant", dst)
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "imported 2 events and 0 snapshots into tenant "+dst) {
+		t.Fatalf("import printed %q", r.stdout)
+	}
+	if n := countEvents(t, p, dst); n != 2 {
+		t.Fatalf("%d events imported", n)
+	}
+	// Again: the tenant is not empty.
+	wantError(t, esadmin(t, "", "tenant", "import", "--file", file, "--tenant", dst), exitFailure, "not empty")
+	if n := countEvents(t, p, dst); n != 2 {
+		t.Fatalf("a refused import changed the count to %d", n)
+	}
+	// Merging the same export adds nothing: the tenant has those events.
+	r = esadmin(t, "", "tenant", "import", "--file", file, "--tenant", dst, "--merge")
+	wantOK(t, r)
+	if n := countEvents(t, p, dst); n != 2 || !strings.Contains(r.stdout, "skipped 2 events") {
+		t.Fatalf("merge: %d events, want 2; printed %q", n, r.stdout)
+	}
+}
