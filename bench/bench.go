@@ -122,21 +122,14 @@ func Setup(ctx context.Context, pool *pgxpool.Pool) error {
 // Run sets up and runs the selected scenarios and returns one Result per
 // scenario and client count, each with its baseline.
 func Run(ctx context.Context, pool *pgxpool.Pool, cfg Config) ([]Result, error) {
-	if cfg.Duration <= 0 && cfg.Count <= 0 {
-		cfg.Duration = 5 * time.Second
-	}
 	selected, err := selectScenarios(cfg.Scenarios)
 	if err != nil {
 		return nil, err
 	}
-	if err := Setup(ctx, pool); err != nil {
-		return nil, err
-	}
-	store, err := pges.New(pool, nil)
+	r, err := newRunner(ctx, pool, cfg)
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{pool: pool, store: store.Tenant(Tenant), cfg: cfg, runID: fmt.Sprintf("r%d", time.Now().UnixNano())}
 	var results []Result
 	for _, s := range selected {
 		clients := s.clients
@@ -169,6 +162,21 @@ func Run(ctx context.Context, pool *pgxpool.Pool, cfg Config) ([]Result, error) 
 		}
 	}
 	return results, nil
+}
+
+// newRunner sets up the bench schema and tenant and returns a runner on it.
+func newRunner(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*runner, error) {
+	if cfg.Duration <= 0 && cfg.Count <= 0 {
+		cfg.Duration = 5 * time.Second
+	}
+	if err := Setup(ctx, pool); err != nil {
+		return nil, err
+	}
+	store, err := pges.New(pool, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &runner{pool: pool, store: store.Tenant(Tenant), cfg: cfg, runID: fmt.Sprintf("r%d", time.Now().UnixNano())}, nil
 }
 
 func selectScenarios(names []string) ([]scenario, error) {

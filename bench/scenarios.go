@@ -103,14 +103,19 @@ func prepareReadStream(ctx context.Context, r *runner, clients int) (op, op, err
 		}
 		return count, nil
 	}
-	baseOp := func(ctx context.Context, c int, call int64) (int, error) {
+	return storeOp, scanStream(r, stream), nil
+}
+
+// scanStream is the read baselines: one plain SELECT of a stream's rows,
+// scanned into the same Go types the store decodes into.
+func scanStream(r *runner, stream string) op {
+	return func(ctx context.Context, c int, call int64) (int, error) {
 		rows, err := r.pool.Query(ctx, `SELECT position, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
-			FROM es.events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version`, Tenant, stream)
+			FROM es.events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version`, r.store.TenantID(), stream)
 		if err != nil {
 			return 0, err
 		}
 		defer rows.Close()
-		// Scanned into the same Go types the store decodes into.
 		var e pges.RecordedEvent
 		var meta []byte
 		count := 0
@@ -122,7 +127,6 @@ func prepareReadStream(ctx context.Context, r *runner, clients int) (op, op, err
 		}
 		return count, rows.Err()
 	}
-	return storeOp, baseOp, nil
 }
 
 func init() {

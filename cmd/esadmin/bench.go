@@ -24,6 +24,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "count", Usage: "calls per phase instead of --duration"},
 			&cli.StringFlag{Name: "clients", Usage: "comma-separated client counts (default: per scenario)"},
 			&cli.StringFlag{Name: "scenarios", Usage: "comma-separated scenario names (default: all)"},
+			&cli.StringFlag{Name: "tenants", Usage: "instead of the scenarios, measure at these tenant counts, e.g. 1,100,1000,10000 (creates bench_t_* tenants)"},
 			jsonFlag,
 			&cli.BoolFlag{Name: "markdown", Usage: "print the final table as Markdown (for bench/RESULTS.md)"},
 		},
@@ -56,7 +57,20 @@ func benchCommand() *cli.Command {
 			if err := pges.Migrate(c.Context, pool); err != nil {
 				return err
 			}
-			results, err := bench.Run(c.Context, pool, cfg)
+			var results []bench.Result
+			if s := c.String("tenants"); s != "" {
+				var counts []int
+				for _, part := range strings.Split(s, ",") {
+					var n int
+					if _, err := fmt.Sscan(part, &n); err != nil || n < 1 || n > 100000 {
+						return usagef("--tenants %q: use numbers from 1 to 100000", s)
+					}
+					counts = append(counts, n)
+				}
+				results, err = bench.TenantScale(c.Context, pool, cfg, counts)
+			} else {
+				results, err = bench.Run(c.Context, pool, cfg)
+			}
 			if err != nil {
 				return err
 			}
@@ -77,6 +91,9 @@ func writeTable(c *cli.Context, results []bench.Result) error {
 	fmt.Fprintln(w, "scenario\tclients\tevents/s\tp50 ms\tp95 ms\tp99 ms\tconflicts\tbaseline events/s\tbaseline p50 ms\tratio\t")
 	for _, r := range results {
 		b := r.Baseline
+		if b == nil {
+			b = &bench.Result{}
+		}
 		fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%.0f\t%s\t%.2f\t\n", r.Scenario, r.Clients, r.EventsPerSec, ms(r.P50), ms(r.P95), ms(r.P99), r.Conflicts, b.EventsPerSec, ms(b.P50), r.Ratio)
 	}
 	return w.Flush()
@@ -89,6 +106,9 @@ func writeMarkdown(c *cli.Context, results []bench.Result) error {
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range results {
 		b := r.Baseline
+		if b == nil { // one-off operations (tenant create, drop)
+			b = &bench.Result{}
+		}
 		_, err := fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %d | %.0f | %s | %s | %.2f |\n", r.Scenario, r.Clients, r.EventsPerSec,
 			ms(r.P50), ms(r.P95), ms(r.P99), r.Conflicts, b.EventsPerSec, ms(b.P50), ms(b.P99), r.Ratio)
 		if err != nil {
