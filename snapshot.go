@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eventstore-go/pges/db"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Snapshot is a stored state of a stream at a version.
@@ -102,4 +103,49 @@ func SaveAggregateSnapshot[S any](ctx context.Context, t *TenantStore, streamID 
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
 	return t.SaveSnapshot(ctx, streamID, version, a.SchemaVersion, b)
+}
+
+// SnapshotInfo describes a stored snapshot without its state.
+type SnapshotInfo struct {
+	StreamID      string    `json:"stream_id"`
+	StreamVersion int64     `json:"stream_version"`
+	SchemaVersion int       `json:"schema_version"`
+	Bytes         int       `json:"bytes"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+// ListSnapshots lists the tenant's snapshots of one stream, or of every
+// stream when streamID is "".
+func (t *TenantStore) ListSnapshots(ctx context.Context, streamID string) ([]SnapshotInfo, error) {
+	arg := db.ListSnapshotsParams{TenantID: t.tenantID}
+	if streamID != "" {
+		arg.StreamID = pgtype.Text{String: streamID, Valid: true}
+	}
+	rows, err := t.store.queries.ListSnapshots(ctx, t.store.pool, arg)
+	if err != nil {
+		return nil, translate(err, streamID)
+	}
+	out := make([]SnapshotInfo, len(rows))
+	for i, r := range rows {
+		out[i] = SnapshotInfo{StreamID: r.StreamID, StreamVersion: r.StreamVersion, SchemaVersion: int(r.SchemaVersion), Bytes: int(r.Bytes), CreatedAt: r.CreatedAt.Time}
+	}
+	return out, nil
+}
+
+// DeleteSnapshots deletes a stream's snapshot at version, or all of its
+// snapshots when version is 0, and returns how many it deleted.
+func (t *TenantStore) DeleteSnapshots(ctx context.Context, streamID string, version int64) (int64, error) {
+	arg := db.DeleteSnapshotsParams{TenantID: t.tenantID, StreamID: streamID}
+	if version != 0 {
+		arg.Version = pgtype.Int8{Int64: version, Valid: true}
+	}
+	n, err := t.store.queries.DeleteSnapshots(ctx, t.store.pool, arg)
+	return n, translate(err, streamID)
+}
+
+// PruneSnapshots keeps the keep latest snapshots of each of the tenant's
+// streams, deletes the rest and returns how many it deleted.
+func (t *TenantStore) PruneSnapshots(ctx context.Context, keep int) (int64, error) {
+	n, err := t.store.queries.PruneSnapshots(ctx, t.store.pool, db.PruneSnapshotsParams{TenantID: t.tenantID, Keep: int32(min(keep, 1<<30))})
+	return n, translate(err, "")
 }

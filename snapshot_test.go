@@ -115,3 +115,52 @@ func TestSnapshots(t *testing.T) {
 		t.Fatalf("aggregate of a missing stream: %v", err)
 	}
 }
+
+func TestSnapshotMaintenance(t *testing.T) {
+	ctx := context.Background()
+	ts, pool := newTenant(t)
+	other, _ := newTenant(t)
+	for _, s := range []*pges.TenantStore{ts, other} {
+		for _, stream := range []string{"a", "b"} {
+			mustAppend(t, s, stream, pges.NoStream, numbered("E", 4)...)
+			for v := int64(1); v <= 4; v++ {
+				if err := s.SaveSnapshot(ctx, stream, v, 1, json.RawMessage(`{"v":1}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	otherCount := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM es.snapshots WHERE tenant_id = $1", other.TenantID()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	list, err := ts.ListSnapshots(ctx, "")
+	if err != nil || len(list) != 8 || list[0].StreamID != "a" || list[0].StreamVersion != 1 || list[0].Bytes <= 0 {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
+	if list, _ := ts.ListSnapshots(ctx, "b"); len(list) != 4 {
+		t.Fatalf("list of one stream: %d", len(list))
+	}
+	if n, err := ts.DeleteSnapshots(ctx, "a", 2); err != nil || n != 1 {
+		t.Fatalf("delete one: %d, %v", n, err)
+	}
+	if n, err := ts.PruneSnapshots(ctx, 1); err != nil || n != 5 { // a keeps 4 (had 1,3,4), b keeps 4 (had 1-4)
+		t.Fatalf("prune: %d, %v", n, err)
+	}
+	if list, _ := ts.ListSnapshots(ctx, ""); len(list) != 2 || list[0].StreamVersion != 4 || list[1].StreamVersion != 4 {
+		t.Fatalf("after prune: %+v", list)
+	}
+	if n, err := ts.DeleteSnapshots(ctx, "b", 0); err != nil || n != 1 {
+		t.Fatalf("delete all of b: %d, %v", n, err)
+	}
+	if _, err := ts.PruneSnapshots(ctx, 0); !errors.Is(err, pges.ErrInvalidEvent) {
+		t.Fatalf("prune keeping 0: %v", err)
+	}
+	// The other tenant's snapshots were never touched (hazard 11).
+	if n := otherCount(); n != 8 {
+		t.Fatalf("maintenance of one tenant changed the other's snapshots: %d left of 8", n)
+	}
+}

@@ -11,6 +11,70 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const deleteSnapshots = `-- name: DeleteSnapshots :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT es.delete_snapshots(t.tenant_id, $1::text, $2::bigint)::bigint AS deleted FROM t
+`
+
+type DeleteSnapshotsParams struct {
+	StreamID string
+	Version  pgtype.Int8
+	TenantID string
+}
+
+func (q *Queries) DeleteSnapshots(ctx context.Context, db DBTX, arg DeleteSnapshotsParams) (int64, error) {
+	row := db.QueryRow(ctx, deleteSnapshots, arg.StreamID, arg.Version, arg.TenantID)
+	var deleted int64
+	err := row.Scan(&deleted)
+	return deleted, err
+}
+
+const listSnapshots = `-- name: ListSnapshots :many
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
+SELECT s.stream_id::text AS stream_id, s.stream_version::bigint AS stream_version, s.schema_version::int AS schema_version,
+       s.bytes::int AS bytes, s.created_at::timestamptz AS created_at
+FROM t, LATERAL es.list_snapshots(t.tenant_id, $1::text) s
+`
+
+type ListSnapshotsParams struct {
+	StreamID pgtype.Text
+	TenantID string
+}
+
+type ListSnapshotsRow struct {
+	StreamID      string
+	StreamVersion int64
+	SchemaVersion int32
+	Bytes         int32
+	CreatedAt     pgtype.Timestamptz
+}
+
+func (q *Queries) ListSnapshots(ctx context.Context, db DBTX, arg ListSnapshotsParams) ([]ListSnapshotsRow, error) {
+	rows, err := db.Query(ctx, listSnapshots, arg.StreamID, arg.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListSnapshotsRow
+	for rows.Next() {
+		var i ListSnapshotsRow
+		if err := rows.Scan(
+			&i.StreamID,
+			&i.StreamVersion,
+			&i.SchemaVersion,
+			&i.Bytes,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const loadSnapshot = `-- name: LoadSnapshot :many
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
 SELECT s.stream_version, s.schema_version, s.state, s.created_at
@@ -52,6 +116,23 @@ func (q *Queries) LoadSnapshot(ctx context.Context, db DBTX, arg LoadSnapshotPar
 		return nil, err
 	}
 	return items, nil
+}
+
+const pruneSnapshots = `-- name: PruneSnapshots :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
+SELECT es.prune_snapshots(t.tenant_id, $1::int)::bigint AS deleted FROM t
+`
+
+type PruneSnapshotsParams struct {
+	Keep     int32
+	TenantID string
+}
+
+func (q *Queries) PruneSnapshots(ctx context.Context, db DBTX, arg PruneSnapshotsParams) (int64, error) {
+	row := db.QueryRow(ctx, pruneSnapshots, arg.Keep, arg.TenantID)
+	var deleted int64
+	err := row.Scan(&deleted)
+	return deleted, err
 }
 
 const saveSnapshot = `-- name: SaveSnapshot :exec

@@ -92,7 +92,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 5 * time.Second, Usage: "give up connecting after this long"},
 		},
-		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), benchCommand()},
+		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), snapshotCommand(), benchCommand(), doctorCommand()},
 	}
 	setUsageHandlers(app.Commands)
 	return app

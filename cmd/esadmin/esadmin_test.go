@@ -475,3 +475,78 @@ func TestTenantExportImport(t *testing.T) {
 		t.Fatalf("merge: %d events, want 2; printed %q", n, r.stdout)
 	}
 }
+
+func TestEventsReadQuery(t *testing.T) {
+	const id = "cli-query"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	in := `{"type":"Subscribed","payload":{},"tags":["course:c1","student:s1"]}` + "\n" +
+		`{"type":"Subscribed","payload":{},"tags":["course:c1","student:s2"]}` + "\n" +
+		`{"type":"Defined","payload":{},"tags":["course:c1"]}` + "\n"
+	wantOK(t, esadmin(t, in, "events", "append", "-t", id, "--stream", "c1"))
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--tag", "course:c1"}, 3},
+		{[]string{"--tag", "course:c1", "--tag", "student:s2"}, 1},
+		{[]string{"--type", "Defined", "--type", "Nope"}, 1},
+		{[]string{"--tag", "course:c1", "--limit", "2", "--backwards"}, 2},
+		{[]string{"--tag", "nobody"}, 0},
+	} {
+		r := esadmin(t, "", append([]string{"events", "read", "-t", id}, c.args...)...)
+		wantOK(t, r)
+		if got := jsonLines[pges.RecordedEvent](t, r.stdout); len(got) != c.want {
+			t.Errorf("read %v: %d events, want %d", c.args, len(got), c.want)
+		}
+	}
+	wantError(t, esadmin(t, "", "events", "read", "-t", id), exitUsage, "--stream")
+	wantError(t, esadmin(t, "", "events", "read", "-t", id, "--stream", "c1", "--tag", "x"), exitUsage, "exclude")
+}
+
+func TestSnapshotCommands(t *testing.T) {
+	p := pool(t)
+	const id = "cli-snap"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	wantOK(t, esadmin(t, `{"type":"A","payload":{}}`+"\n"+`{"type":"A","payload":{}}`+"\n", "events", "append", "-t", id, "--stream", "s"))
+	for v := 1; v <= 2; v++ {
+		if _, err := p.Exec(context.Background(), "SELECT es.save_snapshot($1, 's', $2, 1, '{}')", id, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := esadmin(t, "", "snapshot", "list", "-t", id, "--json")
+	wantOK(t, r)
+	if got := jsonLines[pges.SnapshotInfo](t, r.stdout); len(got) != 2 || got[1].StreamVersion != 2 {
+		t.Fatalf("snapshot list: %+v", got)
+	}
+	r = esadmin(t, "", "snapshot", "prune", "-t", id, "--keep", "1")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "deleted 1 snapshots") {
+		t.Fatalf("prune printed %q", r.stdout)
+	}
+	r = esadmin(t, "", "snapshot", "delete", "-t", id, "--stream", "s")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "deleted 1 snapshots") || count(t, p, "SELECT count(*) FROM es.snapshots WHERE tenant_id = $1", id) != 0 {
+		t.Fatalf("delete printed %q", r.stdout)
+	}
+	wantError(t, esadmin(t, "", "snapshot", "prune", "-t", id, "--keep", "0"), exitUsage, "--keep")
+	wantError(t, esadmin(t, "", "snapshot", "delete", "-t", id), exitUsage, "--stream")
+	wantError(t, esadmin(t, "", "snapshot", "list", "-t", "no-such-tenant"), exitFailure, "not found")
+}
+
+func TestDoctor(t *testing.T) {
+	r := esadmin(t, "", "doctor", "--json")
+	wantOK(t, r)
+	var rep doctorReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(rep.Server, "PostgreSQL") || rep.SchemaVersion == 0 || rep.SchemaVersion != rep.LatestVersion ||
+		rep.Settings["max_locks_per_transaction"] == "" || rep.Settings["synchronous_commit"] == "" {
+		t.Fatalf("doctor report %+v", rep)
+	}
+	r = esadmin(t, "", "doctor")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "(current)") {
+		t.Fatalf("doctor:\n%s", r.stdout)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"strconv"
 
 	"github.com/eventstore-go/pges"
@@ -96,42 +97,61 @@ func eventsCommand() *cli.Command {
 				},
 			},
 			{
-				Name:      "read",
-				Usage:     "read a stream's events as JSON Lines",
-				UsageText: "esadmin events read -t acme --stream order-1 [--from 1] [--limit 10] [--backwards]",
+				Name:  "read",
+				Usage: "read a stream's events, or a DCB query's (--type, --tag), as JSON Lines",
+				UsageText: `esadmin events read -t acme --stream order-1 [--from 1] [--limit 10] [--backwards]
+   esadmin events read -t acme --tag course:c1 --tag student:s7 [--type Subscribed] [--after 120]`,
 				Flags: []cli.Flag{
 					tenantFlag,
-					&cli.StringFlag{Name: "stream", Usage: "stream id (required)"},
-					&cli.Int64Flag{Name: "from", Usage: "first version (0: start, or end with --backwards)"},
+					&cli.StringFlag{Name: "stream", Usage: "stream id"},
+					&cli.Int64Flag{Name: "from", Usage: "stream: first version (0: start, or end with --backwards)"},
+					&cli.StringSliceFlag{Name: "type", Usage: "query: event types (any of them)"},
+					&cli.StringSliceFlag{Name: "tag", Usage: "query: tags (all of them)"},
+					&cli.Int64Flag{Name: "after", Usage: "query: only events after this position"},
 					&cli.IntFlag{Name: "limit", Usage: "at most this many events (0: all)"},
 					&cli.BoolFlag{Name: "backwards", Usage: "newest first"},
 				},
 				Action: func(c *cli.Context) error {
-					if c.String("stream") == "" {
-						return usagef("--stream is required")
-					}
-					if c.Int64("from") < 0 || c.Int("limit") < 0 {
-						return usagef("--from and --limit must not be negative")
+					stream := c.String("stream")
+					types, tags := c.StringSlice("type"), c.StringSlice("tag")
+					switch {
+					case stream == "" && len(types) == 0 && len(tags) == 0:
+						return usagef("give --stream, or a query with --type and/or --tag")
+					case stream != "" && (len(types) > 0 || len(tags) > 0):
+						return usagef("--stream and a query (--type, --tag) exclude each other")
+					case c.Int64("from") < 0 || c.Int("limit") < 0 || c.Int64("after") < 0:
+						return usagef("--from, --after and --limit must not be negative")
 					}
 					return withTenant(c, func(ts *pges.TenantStore) error {
 						enc := json.NewEncoder(c.App.Writer)
-						limit := c.Int("limit")
-						if !c.Bool("backwards") && limit == 0 {
-							for e, err := range ts.IterateStream(c.Context, c.String("stream"), c.Int64("from")) {
-								if err != nil {
-									return err
-								}
-								if err := enc.Encode(e); err != nil {
-									return err
+						var events iter.Seq2[pges.RecordedEvent, error]
+						switch {
+						case stream == "":
+							res, err := ts.Read(c.Context, pges.Query{{Types: types, Tags: tags}},
+								pges.QueryOptions{After: c.Int64("after"), Limit: c.Int("limit"), Backwards: c.Bool("backwards")})
+							if err != nil {
+								return err
+							}
+							events = res.Events
+						case !c.Bool("backwards") && c.Int("limit") == 0:
+							events = ts.IterateStream(c.Context, stream, c.Int64("from"))
+						default:
+							page, err := ts.ReadStream(c.Context, stream, pges.ReadOptions{From: c.Int64("from"), Limit: c.Int("limit"), Backwards: c.Bool("backwards")})
+							if err != nil {
+								return err
+							}
+							events = func(yield func(pges.RecordedEvent, error) bool) {
+								for _, e := range page {
+									if !yield(e, nil) {
+										return
+									}
 								}
 							}
-							return nil
 						}
-						events, err := ts.ReadStream(c.Context, c.String("stream"), pges.ReadOptions{From: c.Int64("from"), Limit: limit, Backwards: c.Bool("backwards")})
-						if err != nil {
-							return err
-						}
-						for _, e := range events {
+						for e, err := range events {
+							if err != nil {
+								return err
+							}
 							if err := enc.Encode(e); err != nil {
 								return err
 							}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/eventstore-go/pges"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/urfave/cli/v2"
+)
+
+// doctorReport is what `esadmin doctor` finds.
+type doctorReport struct {
+	Server        string            `json:"server"`
+	Settings      map[string]string `json:"settings"`
+	SchemaVersion int64             `json:"schema_version"`
+	LatestVersion int64             `json:"latest_version"`
+	Tenants       []tenantSize      `json:"tenants"`
+}
+
+type tenantSize struct {
+	Tenant string `json:"tenant"`
+	Status string `json:"status"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// doctorSettings are the server settings that matter to the store.
+var doctorSettings = []string{"synchronous_commit", "fsync", "max_locks_per_transaction", "max_connections",
+	"wal_level", "shared_buffers", "max_wal_size", "default_transaction_isolation"}
+
+func doctorCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "doctor",
+		Usage:     "server version, the settings that matter to the store, schema version, the largest tenants",
+		UsageText: "esadmin doctor [--json]",
+		Flags:     []cli.Flag{jsonFlag},
+		Action: func(c *cli.Context) error {
+			pool, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			var r doctorReport
+			r.Settings = map[string]string{}
+			if err := pool.QueryRow(c.Context, "SELECT version()").Scan(&r.Server); err != nil {
+				return err
+			}
+			rows, err := pool.Query(c.Context, "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY($1)", doctorSettings)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var k, v string
+				if err := rows.Scan(&k, &v); err != nil {
+					return err
+				}
+				r.Settings[k] = v
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			sqlDB := stdlib.OpenDBFromPool(pool)
+			defer sqlDB.Close()
+			p, err := pges.NewMigrationProvider(sqlDB)
+			if err != nil {
+				return err
+			}
+			// Asking goose for the version would create its table: doctor
+			// only reads.
+			var migrated bool
+			if err := pool.QueryRow(c.Context, "SELECT to_regclass('goose_db_version') IS NOT NULL").Scan(&migrated); err != nil {
+				return err
+			}
+			if migrated {
+				if r.SchemaVersion, err = p.GetDBVersion(c.Context); err != nil {
+					return fmt.Errorf("schema version: %w", err)
+				}
+			}
+			sources := p.ListSources()
+			r.LatestVersion = sources[len(sources)-1].Version
+			if r.SchemaVersion > 0 {
+				sizes, err := pool.Query(c.Context, `
+					SELECT t.tenant_id, t.status, coalesce(sum(pg_total_relation_size(cl.oid)), 0)::bigint
+					  FROM es.tenants t
+					  LEFT JOIN pg_class cl ON cl.relnamespace = 'es'::regnamespace
+					       AND cl.relname IN ('events_' || t.tenant_id, 'snapshots_' || t.tenant_id)
+					 GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 50`)
+				if err != nil {
+					return err
+				}
+				for sizes.Next() {
+					var s tenantSize
+					if err := sizes.Scan(&s.Tenant, &s.Status, &s.Bytes); err != nil {
+						return err
+					}
+					r.Tenants = append(r.Tenants, s)
+				}
+				if err := sizes.Err(); err != nil {
+					return err
+				}
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(c.App.Writer).Encode(r)
+			}
+			w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "server\t%s\n", r.Server)
+			for _, k := range doctorSettings {
+				fmt.Fprintf(w, "%s\t%s\n", k, r.Settings[k])
+			}
+			state := "current"
+			if r.SchemaVersion < r.LatestVersion {
+				state = "behind: run esadmin migrate up"
+			}
+			fmt.Fprintf(w, "schema version\t%d of %d (%s)\n", r.SchemaVersion, r.LatestVersion, state)
+			fmt.Fprintf(w, "tenants (largest 50)\t%d\n", len(r.Tenants))
+			for _, t := range r.Tenants {
+				fmt.Fprintf(w, "  %s\t%s, %d bytes\n", t.Tenant, t.Status, t.Bytes)
+			}
+			return w.Flush()
+		},
+	}
+}
