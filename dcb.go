@@ -200,3 +200,17 @@ func (t *TenantStore) readPages(ctx context.Context, query []byte, opts QueryOpt
 		}
 	}
 }
+
+// Count counts the events matching q with after < position <= upto (upto
+// 0: no upper bound), e.g. to show progress while reading them.
+func (t *TenantStore) Count(ctx context.Context, q Query, after, upto int64) (int64, error) {
+	query, err := q.encode()
+	if err != nil {
+		return 0, err
+	}
+	if upto <= 0 {
+		upto = 1<<63 - 1
+	}
+	n, err := t.store.queries.CountEvents(ctx, t.store.pool, db.CountEventsParams{TenantID: t.tenantID, Query: query, After: after, Upto: upto})
+	return n, translate(err, "")
+}

@@ -36,6 +36,30 @@ func (q *Queries) AppendEvents(ctx context.Context, db DBTX, arg AppendEventsPar
 	return positions, err
 }
 
+const countEvents = `-- name: CountEvents :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $4::text, true) AS tenant_id)
+SELECT es.count_events(t.tenant_id, $1::jsonb, $2::bigint, $3::bigint)::bigint AS count FROM t
+`
+
+type CountEventsParams struct {
+	Query    []byte
+	After    int64
+	Upto     int64
+	TenantID string
+}
+
+func (q *Queries) CountEvents(ctx context.Context, db DBTX, arg CountEventsParams) (int64, error) {
+	row := db.QueryRow(ctx, countEvents,
+		arg.Query,
+		arg.After,
+		arg.Upto,
+		arg.TenantID,
+	)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const findAppended = `-- name: FindAppended :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
 SELECT f.positions::bigint[] AS positions FROM t, LATERAL es.find_appended(t.tenant_id, NULL, $1::jsonb) f

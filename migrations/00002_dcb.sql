@@ -166,6 +166,23 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- es.count_events counts the events matching p_query with
+-- p_after < position <= p_upto (NULL: no upper bound).
+-- +goose StatementBegin
+CREATE FUNCTION es.count_events(p_tenant_id text, p_query jsonb, p_after bigint DEFAULT 0, p_upto bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    PERFORM es.check_query(p_query);
+    EXECUTE format('SELECT count(*) FROM es.events e WHERE e.tenant_id = $1 AND e.position > $2 AND e.position <= $3 AND (%s)',
+                   es.query_filter(p_query))
+       INTO v_count USING p_tenant_id, coalesce(p_after, 0), coalesce(p_upto, 9223372036854775807);
+    RETURN v_count;
+END $$;
+-- +goose StatementEnd
+
 -- es.append_events appends events without a stream, atomically. With
 -- p_fail_if, it fails with ES008 and writes nothing if any event matching that
 -- query has a position after p_after (NULL or 0: any such event). Appending
@@ -209,6 +226,7 @@ END $$;
 
 -- +goose Down
 DROP FUNCTION es.append_events(text, jsonb, jsonb, bigint);
+DROP FUNCTION es.count_events(text, jsonb, bigint, bigint);
 DROP FUNCTION es.read_events(text, jsonb, bigint, bigint, int, boolean);
 DROP FUNCTION es.read_head(text, jsonb);
 DROP FUNCTION es.query_filter(jsonb);

@@ -14,3 +14,7 @@ FROM t, LATERAL es.read_events(t.tenant_id, @query::jsonb, @after::bigint, @upto
 -- name: FindAppended :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
 SELECT f.positions::bigint[] AS positions FROM t, LATERAL es.find_appended(t.tenant_id, NULL, @events::jsonb) f;
+
+-- name: CountEvents :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.count_events(t.tenant_id, @query::jsonb, @after::bigint, @upto::bigint)::bigint AS count FROM t;

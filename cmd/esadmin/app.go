@@ -20,6 +20,8 @@ const (
 	exitFailure  = 1
 	exitUsage    = 2
 	exitConflict = 3
+	// exitInterrupted: stopped by Ctrl-C (SIGINT), cleanly.
+	exitInterrupted = 130
 )
 
 const defaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
@@ -44,8 +46,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch {
 	case errors.As(err, &ue), errors.Is(err, pges.ErrInvalidEvent), isCLIUsage(err):
 		return exitUsage
-	case errors.Is(err, pges.ErrWrongExpectedVersion):
+	case errors.Is(err, pges.ErrWrongExpectedVersion), errors.Is(err, pges.ErrAppendConditionViolated):
 		return exitConflict
+	case errors.Is(err, errInterrupted), ctx.Err() != nil:
+		return exitInterrupted
 	}
 	return exitFailure
 }
@@ -92,7 +96,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 5 * time.Second, Usage: "give up connecting after this long"},
 		},
-		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), snapshotCommand(), benchCommand(), doctorCommand()},
+		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), replayCommand(), snapshotCommand(), benchCommand(), doctorCommand()},
 	}
 	setUsageHandlers(app.Commands)
 	return app

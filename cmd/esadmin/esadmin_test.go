@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"strconv"
 	"strings"
@@ -548,5 +549,73 @@ func TestDoctor(t *testing.T) {
 	wantOK(t, r)
 	if !strings.Contains(r.stdout, "(current)") {
 		t.Fatalf("doctor:\n%s", r.stdout)
+	}
+}
+
+func TestReplay(t *testing.T) {
+	const id = "cli-replay"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	var in strings.Builder
+	for i := 0; i < 30; i++ {
+		fmt.Fprintf(&in, `{"type":"T","payload":{"i":%d},"tags":["k:%d"]}`+"\n", i, i%3)
+	}
+	wantOK(t, esadmin(t, in.String(), "events", "append", "-t", id, "--stream", "s"))
+	all := jsonLines[pges.RecordedEvent](t, esadmin(t, "", "replay", "-t", id).stdout)
+	if len(all) != 30 {
+		t.Fatalf("replay of the tenant: %d events", len(all))
+	}
+	p10, p20 := all[9].Position, all[19].Position
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--stream", "s"}, 30},
+		{[]string{"--tag", "k:1"}, 10},
+		{[]string{"--after", fmt.Sprint(p10), "--until", fmt.Sprint(p20)}, 10},
+		{[]string{"--stream", "s", "--after", fmt.Sprint(p20)}, 10},
+		{[]string{"--since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, 0},
+		{[]string{"--before", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, 30},
+	} {
+		r := esadmin(t, "", append([]string{"replay", "-t", id}, c.args...)...)
+		wantOK(t, r)
+		if got := jsonLines[pges.RecordedEvent](t, r.stdout); len(got) != c.want {
+			t.Errorf("replay %v: %d events, want %d", c.args, len(got), c.want)
+		}
+	}
+	wantError(t, esadmin(t, "", "replay", "-t", id, "--stream", "s", "--tag", "x"), exitUsage, "exclude")
+	wantError(t, esadmin(t, "", "replay", "-t", id, "--since", "yesterday"), exitUsage)
+}
+
+// cancelAfter is a writer that cancels a context after its first write: a
+// Ctrl-C in the middle of a command's output.
+type cancelAfter struct {
+	bytes.Buffer
+	cancel context.CancelFunc
+}
+
+func (w *cancelAfter) Write(p []byte) (int, error) {
+	defer w.cancel()
+	return w.Buffer.Write(p)
+}
+
+func TestReplayInterrupted(t *testing.T) {
+	const id = "cli-replay-int"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	var in strings.Builder
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&in, `{"type":"T","payload":{"i":%d}}`+"\n", i)
+	}
+	wantOK(t, esadmin(t, in.String(), "events", "append", "-t", id, "--stream", "s"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &cancelAfter{cancel: cancel}
+	var stderr bytes.Buffer
+	code := run(ctx, []string{"esadmin", "--database-url", testdb.URL(t), "replay", "-t", id}, strings.NewReader(""), out, &stderr)
+	if code != exitInterrupted || !strings.Contains(stderr.String(), "interrupted") || strings.Count(stderr.String(), "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q; want 130 and one line", code, stderr.String())
+	}
+	lines := jsonLines[pges.RecordedEvent](t, out.String()) // every line written is whole
+	if len(lines) == 0 || len(lines) >= 3000 {
+		t.Fatalf("%d events written before the interruption", len(lines))
 	}
 }

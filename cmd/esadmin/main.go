@@ -1,7 +1,8 @@
-// Command esadmin administers the event store: migrations, tenants, reading
-// and appending events, and benchmarks. Exit codes: 0 success, 1 failure,
-// 2 usage error or invalid input (nothing written), 3 conflict (wrong expected
-// version: reload and retry).
+// Command esadmin administers the event store: migrations, tenants, reading,
+// appending and replaying events, snapshots, benchmarks. Exit codes: 0
+// success, 1 failure, 2 usage error or invalid input (nothing written), 3
+// conflict (wrong expected version or violated condition: reload and retry),
+// 130 interrupted (Ctrl-C, a clean stop).
 package main
 
 import (
