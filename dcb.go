@@ -8,6 +8,7 @@ import (
 	"iter"
 
 	"github.com/eventstore-go/pges/db"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // QueryItem matches an event whose type is one of Types (if any) and that
@@ -48,7 +49,7 @@ type AppendCondition struct {
 // ErrAppendConditionViolated.
 type ConditionViolatedError struct {
 	Condition AppendCondition
-	// Position is the first event that matched the condition's query.
+	// Position is an event that matched the condition's query.
 	Position int64
 }
 
@@ -87,12 +88,11 @@ func (t *TenantStore) Append(ctx context.Context, events []EventData, cond *Appe
 	if isUniqueViolation(err) {
 		// The ids were appended before (a retry): return their positions,
 		// or ErrEventIDConflict if they came with other content.
-		found, ferr := t.store.queries.FindAppended(ctx, t.store.pool, db.FindAppendedParams{TenantID: t.tenantID, Events: batch})
-		if ferr == nil && found != nil {
-			return AppendResult{Positions: found}, nil
-		}
-		if ferr != nil {
-			err = ferr
+		if found, ferr := t.findAppended(ctx, "", batch); ferr != nil || found != nil {
+			if ferr != nil {
+				return AppendResult{}, ferr
+			}
+			return *found, nil
 		}
 	}
 	if err != nil {
@@ -122,8 +122,9 @@ type ReadResult struct {
 	// Head is the tenant's last position when the read began. Every event
 	// matching the query that commits later has a greater position, so a
 	// decision based on Events is safe to append with
-	// AppendCondition{FailIfEventsMatch: query, After: Head}. (With a Limit
-	// that cut the result, use the last event's position instead.)
+	// AppendCondition{FailIfEventsMatch: query, After: Head}. (Forwards with
+	// a Limit that cut the result, use the last event's position instead;
+	// backwards, Head is right.)
 	Head int64
 	// Events yields the matching events with positions in (After, Head].
 	Events iter.Seq2[RecordedEvent, error]
@@ -213,4 +214,22 @@ func (t *TenantStore) Count(ctx context.Context, q Query, after, upto int64) (in
 	}
 	n, err := t.store.queries.CountEvents(ctx, t.store.pool, db.CountEventsParams{TenantID: t.tenantID, Query: query, After: after, Upto: upto})
 	return n, translate(err, "")
+}
+
+// findAppended looks for an earlier append of the batch's ids (stream ""
+// for DCB events): its result, nil if none of the ids exist, or
+// ErrEventIDConflict if they exist elsewhere or with other content.
+func (t *TenantStore) findAppended(ctx context.Context, streamID string, batch []byte) (*AppendResult, error) {
+	arg := db.FindAppendedParams{TenantID: t.tenantID, Events: batch}
+	if streamID != "" {
+		arg.StreamID = pgtype.Text{String: streamID, Valid: true}
+	}
+	row, err := t.store.queries.FindAppended(ctx, t.store.pool, arg)
+	if err != nil {
+		return nil, translate(err, streamID)
+	}
+	if row.Positions == nil {
+		return nil, nil
+	}
+	return &AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
 }

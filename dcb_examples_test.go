@@ -173,7 +173,9 @@ func TestExampleUniqueUsername(t *testing.T) {
 	if taken {
 		t.Fatal("alicia should be free")
 	}
-	mustDCB(t, ts, &pges.AppendCondition{FailIfEventsMatch: append(condOld.FailIfEventsMatch, condNew.FailIfEventsMatch...), After: max(condOld.After, condNew.After)},
+	// Two reads, one decision: the combined condition starts after the
+	// lower head, so nothing either read could have missed slips through.
+	mustDCB(t, ts, &pges.AppendCondition{FailIfEventsMatch: append(condOld.FailIfEventsMatch, condNew.FailIfEventsMatch...), After: min(condOld.After, condNew.After)},
 		data("UsernameChanged", map[string]string{"account": "a2", "old": "alice", "new": "alicia"}, "account:a2", "username:alice", "username:alicia"))
 	if err := register("a3", "alicia"); !errors.Is(err, errRejected) {
 		t.Fatalf("alicia after the change: %v", err)

@@ -532,3 +532,44 @@ func TestConditionalAppendRefusesRepeatableRead(t *testing.T) {
 		t.Fatalf("conditional append under REPEATABLE READ: %v", err)
 	}
 }
+
+// An import holds the tenant's lock: appends and reads for a head wait for
+// it, so no decision is taken on a log that is being rewritten.
+func TestTenantLockHoldsAppendsAndHeads(t *testing.T) {
+	ctx := context.Background()
+	ts, admin := newTenant(t)
+	tx, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, "SELECT es.lock_tenant($1)", ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 2)
+	go func() {
+		if _, err := ts.Append(ctx, []pges.EventData{tagged("A", "x")}, nil); err == nil {
+			done <- "append"
+		}
+	}()
+	go func() {
+		if _, err := ts.Read(ctx, pges.Tags("x"), pges.QueryOptions{}); err == nil {
+			done <- "read"
+		}
+	}()
+	select {
+	case what := <-done:
+		t.Fatalf("%s went through while the tenant was locked", what)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("append or read still waiting after the lock was released")
+		}
+	}
+}

@@ -85,6 +85,8 @@ var invalidInputCodes = map[string]bool{
 	"22023": true, // invalid_parameter_value
 	"22001": true, // string_data_right_truncation
 	"22003": true, // numeric_value_out_of_range
+	"22P05": true, // untranslatable_character (\u0000 in JSON or a tag)
+	"54000": true, // program_limit_exceeded (e.g. an index row too large)
 }
 
 // translate turns PostgreSQL errors into the package's errors; it is the one

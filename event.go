@@ -102,7 +102,14 @@ func encodeBatch(events []EventData) ([]byte, error) {
 		return nil, invalid(-1, "empty batch: append at least one event")
 	}
 	wire := make([]wireEvent, len(events))
+	seen := make(map[uuid.UUID]bool, len(events))
 	for i, e := range events {
+		if e.ID != uuid.Nil {
+			if seen[e.ID] {
+				return nil, invalid(i, "event %d: id %s appears twice in the batch", i, e.ID)
+			}
+			seen[e.ID] = true
+		}
 		if len(e.Payload) == 0 || !json.Valid(e.Payload) {
 			return nil, invalid(i, "event %d: payload is not valid JSON", i)
 		}

@@ -23,11 +23,23 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 		if err == nil {
 			return AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
 		}
-		// A unique violation means a concurrent append took the version (or
-		// the ids) between our check and our insert. Running the append
-		// again classifies it: an idempotent retry, a wrong version with
-		// the actual one, or, for Any, success at the next version.
-		if !isUniqueViolation(err) || (expected != Any && attempt > 0) || attempt >= t.store.config.AnyVersionRetries {
+		// A unique violation on the stream version means a concurrent
+		// append took the version between our check and our insert.
+		// Running the append again classifies it: an idempotent retry, a
+		// wrong version with the actual one, or, for Any and StreamExists,
+		// success at the next version.
+		if isUniqueViolation(err) {
+			// Or the ids were appended before: a retry (its result), or a
+			// reuse of ids elsewhere (ErrEventIDConflict).
+			if found, ferr := t.findAppended(ctx, streamID, batch); ferr != nil || found != nil {
+				if ferr != nil {
+					return AppendResult{}, ferr
+				}
+				return *found, nil
+			}
+		}
+		retryable := expected == Any || expected == StreamExists
+		if !isUniqueViolation(err) || (!retryable && attempt > 0) || attempt >= t.store.config.AnyVersionRetries {
 			if isUniqueViolation(err) {
 				return AppendResult{}, &WrongExpectedVersionError{StreamID: streamID, Expected: expected, Actual: -1}
 			}

@@ -364,3 +364,64 @@ func ExampleTenantStore_AppendToStream() {
 	fmt.Println(pges.Exactly(3), pges.NoStream, pges.Any)
 	// Output: 3 no stream any
 }
+
+// Found in review: a reused id is not a version race, a duplicate id inside
+// a batch is bad input, and oversized or NUL-bearing tags are refused with a
+// clear error.
+func TestEventIDAndTagEdgeCases(t *testing.T) {
+	ctx := context.Background()
+	ts, pool := newTenant(t)
+	e := ev("A", nil)
+	e.ID = uuid.New()
+	mustAppend(t, ts, "one", pges.NoStream, e)
+	before := countEvents(t, pool, ts.TenantID())
+	for _, expected := range []pges.ExpectedVersion{pges.NoStream, pges.Exactly(0), pges.Any} {
+		if _, err := ts.AppendToStream(ctx, "two", expected, e); !errors.Is(err, pges.ErrEventIDConflict) {
+			t.Fatalf("an id of stream one appended to stream two (expected %v): %v", expected, err)
+		}
+	}
+	twice := ev("B", nil)
+	twice.ID = uuid.New()
+	if _, err := ts.AppendToStream(ctx, "three", pges.NoStream, twice, twice); !errors.Is(err, pges.ErrInvalidEvent) {
+		t.Fatalf("an id twice in one batch: %v", err)
+	}
+	if _, err := ts.Append(ctx, []pges.EventData{twice, twice}, nil); !errors.Is(err, pges.ErrInvalidEvent) {
+		t.Fatalf("an id twice in one DCB batch: %v", err)
+	}
+	for name, tag := range map[string]string{
+		"1000 CJK characters (3000 bytes)": strings.Repeat("漢", 1000),
+		"a NUL character":                  "a\x00b",
+	} {
+		if _, err := ts.Append(ctx, []pges.EventData{{Type: "T", Payload: json.RawMessage(`{}`), Tags: []string{tag}}}, nil); !errors.Is(err, pges.ErrInvalidEvent) {
+			t.Errorf("tag with %s: %v", name, err)
+		}
+	}
+	if _, err := ts.AppendToStream(ctx, "s", pges.Any, pges.EventData{Type: "T", Payload: json.RawMessage(`{"a":"\u0000"}`)}); !errors.Is(err, pges.ErrInvalidEvent) {
+		t.Errorf("payload with \\u0000: %v", err)
+	}
+	if n := countEvents(t, pool, ts.TenantID()); n != before {
+		t.Fatalf("%d events written", n-before)
+	}
+	// StreamExists under contention succeeds for every writer: the stream
+	// exists whatever version a concurrent writer took.
+	mustAppend(t, ts, "busy", pges.NoStream, ev("Start", nil))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				if _, err := ts.AppendToStream(ctx, "busy", pges.StreamExists, ev("More", nil)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("StreamExists under contention: %v", err)
+	}
+}

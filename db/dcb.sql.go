@@ -61,20 +61,27 @@ func (q *Queries) CountEvents(ctx context.Context, db DBTX, arg CountEventsParam
 }
 
 const findAppended = `-- name: FindAppended :one
-WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
-SELECT f.positions::bigint[] AS positions FROM t, LATERAL es.find_appended(t.tenant_id, NULL, $1::jsonb) f
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT coalesce(f.stream_version, 0)::bigint AS stream_version, f.positions::bigint[] AS positions
+FROM t, LATERAL es.find_appended(t.tenant_id, $1::text, $2::jsonb) f
 `
 
 type FindAppendedParams struct {
+	StreamID pgtype.Text
 	Events   []byte
 	TenantID string
 }
 
-func (q *Queries) FindAppended(ctx context.Context, db DBTX, arg FindAppendedParams) ([]int64, error) {
-	row := db.QueryRow(ctx, findAppended, arg.Events, arg.TenantID)
-	var positions []int64
-	err := row.Scan(&positions)
-	return positions, err
+type FindAppendedRow struct {
+	StreamVersion int64
+	Positions     []int64
+}
+
+func (q *Queries) FindAppended(ctx context.Context, db DBTX, arg FindAppendedParams) (FindAppendedRow, error) {
+	row := db.QueryRow(ctx, findAppended, arg.StreamID, arg.Events, arg.TenantID)
+	var i FindAppendedRow
+	err := row.Scan(&i.StreamVersion, &i.Positions)
+	return i, err
 }
 
 const readEvents = `-- name: ReadEvents :many

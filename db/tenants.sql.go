@@ -175,13 +175,13 @@ SELECT es.import_events($1::text, $2::jsonb, $3::boolean)::bigint AS imported
 `
 
 type ImportEventsParams struct {
-	TenantID      string
-	Rows          []byte
-	KeepPositions bool
+	TenantID string
+	Rows     []byte
+	Merge    bool
 }
 
 func (q *Queries) ImportEvents(ctx context.Context, db DBTX, arg ImportEventsParams) (int64, error) {
-	row := db.QueryRow(ctx, importEvents, arg.TenantID, arg.Rows, arg.KeepPositions)
+	row := db.QueryRow(ctx, importEvents, arg.TenantID, arg.Rows, arg.Merge)
 	var imported int64
 	err := row.Scan(&imported)
 	return imported, err
@@ -230,6 +230,15 @@ func (q *Queries) ListTenants(ctx context.Context, db DBTX) ([]EsTenant, error) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockTenant = `-- name: LockTenant :exec
+SELECT es.lock_tenant($1::text)
+`
+
+func (q *Queries) LockTenant(ctx context.Context, db DBTX, tenantID string) error {
+	_, err := db.Exec(ctx, lockTenant, tenantID)
+	return err
 }
 
 const setTenantStatus = `-- name: SetTenantStatus :one

@@ -167,8 +167,8 @@ BEGIN
             WHEN ev ? 'tags' AND jsonb_typeof(ev->'tags') <> 'array' THEN 'tags is not a JSON array'
             WHEN ev ? 'tags' AND EXISTS (
                 SELECT 1 FROM jsonb_array_elements(ev->'tags') t
-                WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000)
-                THEN 'a tag is not a string of 1-1000 characters'
+                WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048)
+                THEN 'a tag is not a string of 1-1000 characters and at most 2048 bytes'
             END AS reason
         FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
     ) bad WHERE reason IS NOT NULL ORDER BY ord LIMIT 1;
@@ -179,9 +179,11 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
--- es.check_batch returns the batch's length after a fast check of every
--- rule es.validate_events enforces (one jsonpath pass in C); only a batch
--- that fails it pays for es.validate_events, which names the bad event.
+-- es.check_batch returns the batch's length after a fast check of the rules
+-- es.validate_events enforces (one jsonpath pass in C); only a batch that
+-- fails it pays for es.validate_events, which names the bad event. The
+-- event id's format and the payload's size are left to the insert (a cast
+-- error, a table constraint), which reports them without an index.
 -- +goose StatementBegin
 CREATE FUNCTION es.check_batch(p_events jsonb)
 RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
@@ -196,7 +198,7 @@ BEGIN
               || (exists(@.metadata) && @.metadata.type() != "object")
               || (exists(@.tags) && @.tags.type() != "array")
               || exists(@.tags[*] ? (@.type() != "string" || @ == "")))'
-       OR EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000) THEN
+       OR EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
         RETURN es.validate_events(p_events);
     END IF;
     RETURN jsonb_array_length(p_events);
@@ -206,8 +208,9 @@ END $$;
 -- es.lock_boundary takes the advisory locks that make appends and DCB
 -- conditions see each other (NOTES.md hazards 3 and 8):
 --  * a writer of p_events takes a SHARED lock on the key (es.lock_key) of
---    every distinct tag and type it writes, plus the tenant's "any event" key;
---    writers never wait for each other;
+--    every distinct tag and type it writes, plus the tenant's "any event" key
+--    (a read for a head takes that one too); writers never wait for each
+--    other;
 --  * a condition (or a read that hands out a head) on query p_query takes
 --    an EXCLUSIVE lock on one key per query item: one of the item's tags (an
 --    event matching the item carries them all), else each of its types, else
@@ -241,6 +244,10 @@ BEGIN
                     UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
                     UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv
              ORDER BY k);
+    ELSE
+        -- A read that hands out a head takes the "any event" key shared like
+        -- a writer, so it waits for a tenant import (es.lock_tenant).
+        v_write := ARRAY[es.lock_key(p_tenant_id, 'a', '')];
     END IF;
     IF p_query IS NOT NULL THEN
         SELECT coalesce(array_agg(DISTINCT k ORDER BY k), '{}'),
@@ -370,6 +377,12 @@ BEGIN
         PERFORM es.raise('ES004', format('invalid expected version %s: use -1 (any), 0 (no stream), -2 (stream exists) or a version from 1 to 2^52', p_expected_version));
     END IF;
     v_n := es.check_batch(p_events);
+    -- Appends that take "whatever version is next" queue per stream instead
+    -- of racing for it (and retrying) under contention. Exact versions
+    -- fail fast instead. Taken before any other lock of this call.
+    IF p_expected_version IN (-1, -2) THEN
+        PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 's', p_stream_id));
+    END IF;
 
     -- The tenant's status and the stream's head in one statement.
     SELECT t.status, h.stream_version, h.event_type INTO v_status, v_current, v_last_type

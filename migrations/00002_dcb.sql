@@ -6,7 +6,7 @@
 -- An event matches an item when its type is one of the item's types (if any
 -- are given) and it carries every tag of the item (if any are given); the
 -- item {} matches every event. New error: ES008 append condition violated,
--- DETAIL {"position": n} names the first matching event after the condition.
+-- DETAIL {"position": n} names a matching event after the condition.
 
 -- +goose Up
 
@@ -23,7 +23,7 @@ BEGIN
               || (exists(@.types) && @.types.type() != "array") || (exists(@.tags) && @.tags.type() != "array")
               || exists(@.types[*] ? (@.type() != "string" || @ == "" || @ like_regex "^.{200}." flag "s"))
               || exists(@.tags[*] ? (@.type() != "string" || @ == "")))'
-       AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(p_query, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000) THEN
+       AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(p_query, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
         RETURN;
     END IF;
     IF jsonb_typeof(p_query) IS DISTINCT FROM 'array' OR jsonb_array_length(p_query) = 0 THEN
@@ -37,7 +37,7 @@ BEGIN
             WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(q->'types', '[]')) t
                           WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 200) THEN 'a type is not a string of 1-200 characters'
             WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(q->'tags', '[]')) t
-                          WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000) THEN 'a tag is not a string of 1-1000 characters'
+                          WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN 'a tag is not a string of 1-1000 characters and at most 2048 bytes'
             END AS reason
           FROM jsonb_array_elements(p_query) WITH ORDINALITY AS i(q, ord)) bad
      WHERE reason IS NOT NULL ORDER BY ord LIMIT 1;
@@ -189,7 +189,7 @@ END $$;
 -- the same event ids again with a condition returns the first positions;
 -- without one, it fails with unique_violation (23505) and
 -- es.find_appended(tenant, NULL, events) returns them (the Go API does so).
--- Looking ids up only then keeps a lookup off every append.
+-- Looking ids up only then keeps a lookup off every DCB append.
 -- +goose StatementBegin
 CREATE FUNCTION es.append_events(p_tenant_id text, p_events jsonb, p_fail_if jsonb DEFAULT NULL, p_after bigint DEFAULT NULL)
 RETURNS bigint[] LANGUAGE plpgsql AS $$

@@ -1,39 +1,48 @@
--- Tenant import (the admin path): rows of an export written back verbatim,
--- keeping their positions, or with new positions in the same order when
--- merging into a tenant that already has events (skipping the events it
--- already has). Export is a plain ordered
--- SELECT (tenant/export.go).
+-- Tenant import (the admin path): the rows of an export written back in
+-- their exported order with positions drawn anew from es.event_position
+-- (positions of another database would have to move the shared sequence,
+-- and moving a sequence backwards breaks every tenant's order), skipping
+-- events the tenant already has when merging. Export is a plain ordered
+-- SELECT in one snapshot (tenant/export.go).
+--
+-- An import holds the tenant's "any event" lock exclusively (es.lock_tenant)
+-- until it commits: the tenant's appends, which take it shared, and reads
+-- that hand out a head, which take it shared too (es.lock_boundary), wait
+-- for the import instead of deciding on a log that is being rewritten.
 
 -- +goose Up
 
 -- +goose StatementBegin
-CREATE FUNCTION es.import_events(p_tenant_id text, p_rows jsonb, p_keep_positions boolean)
+CREATE FUNCTION es.lock_tenant(p_tenant_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 'a', ''));
+END $$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION es.import_events(p_tenant_id text, p_rows jsonb, p_merge boolean)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_count bigint;
-    v_max bigint;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
+    PERFORM es.lock_tenant(p_tenant_id);
     WITH ins AS (
         INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version,
                                payload, metadata, tags, recorded_at)
-        SELECT p_tenant_id,
-               CASE WHEN p_keep_positions THEN (r->>'position')::bigint ELSE nextval('es.event_position') END,
+        SELECT p_tenant_id, nextval('es.event_position'),
                (r->>'id')::uuid, r->>'type', r->>'stream_id', (r->>'stream_version')::bigint,
                r->'payload', coalesce(r->'metadata', '{}'),
                coalesce(ARRAY(SELECT jsonb_array_elements_text(r->'tags')), '{}'),
                (r->>'recorded_at')::timestamptz
           FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS x(r, ord)
          -- Merging skips events the tenant already has (same id).
-         WHERE p_keep_positions OR NOT EXISTS (
+         WHERE NOT p_merge OR NOT EXISTS (
                SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.event_id = (r->>'id')::uuid)
          ORDER BY ord
-        RETURNING position)
-    SELECT count(*), max(position) INTO v_count, v_max FROM ins;
-    -- Positions drawn later must stay above the imported ones.
-    IF p_keep_positions AND v_max IS NOT NULL THEN
-        PERFORM setval('es.event_position', greatest(v_max, (SELECT last_value FROM es.event_position)));
-    END IF;
+        RETURNING 1)
+    SELECT count(*) INTO v_count FROM ins;
     RETURN v_count;
 END $$;
 -- +goose StatementEnd
@@ -56,8 +65,10 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
-REVOKE EXECUTE ON FUNCTION es.import_events(text, jsonb, boolean), es.import_snapshots(text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION es.import_events(text, jsonb, boolean), es.import_snapshots(text, jsonb),
+    es.lock_tenant(text) FROM PUBLIC;
 
 -- +goose Down
 DROP FUNCTION es.import_snapshots(text, jsonb);
 DROP FUNCTION es.import_events(text, jsonb, boolean);
+DROP FUNCTION es.lock_tenant(text);

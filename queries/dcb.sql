@@ -13,7 +13,8 @@ FROM t, LATERAL es.read_events(t.tenant_id, @query::jsonb, @after::bigint, @upto
 
 -- name: FindAppended :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
-SELECT f.positions::bigint[] AS positions FROM t, LATERAL es.find_appended(t.tenant_id, NULL, @events::jsonb) f;
+SELECT coalesce(f.stream_version, 0)::bigint AS stream_version, f.positions::bigint[] AS positions
+FROM t, LATERAL es.find_appended(t.tenant_id, sqlc.narg(stream_id)::text, @events::jsonb) f;
 
 -- name: CountEvents :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)

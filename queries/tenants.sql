@@ -28,7 +28,10 @@ SELECT stream_id, stream_version, schema_version, state::text AS state, created_
 FROM es.snapshots WHERE tenant_id = @tenant_id ORDER BY stream_id, stream_version;
 
 -- name: ImportEvents :one
-SELECT es.import_events(@tenant_id::text, @rows::jsonb, @keep_positions::boolean)::bigint AS imported;
+SELECT es.import_events(@tenant_id::text, @rows::jsonb, @merge::boolean)::bigint AS imported;
+
+-- name: LockTenant :exec
+SELECT es.lock_tenant(@tenant_id::text);
 
 -- name: ImportSnapshots :one
 SELECT es.import_snapshots(@tenant_id::text, @rows::jsonb)::bigint AS imported;

@@ -18,7 +18,8 @@ import (
 // The export format: JSON Lines, one record per line, each with a "kind":
 // a header, the tenant's events in position order, its snapshots, and a
 // trailer with the counts an import verifies. Payloads, metadata and states
-// are PostgreSQL's own jsonb text, so an export of an import is identical.
+// are PostgreSQL's own jsonb text, so an export of an import is identical
+// but for the header and the positions (drawn anew, in the same order).
 const exportFormat = 1
 
 type exportLine struct {
@@ -66,13 +67,21 @@ func (m *Manager) Export(ctx context.Context, id string, w io.Writer) (ExportRes
 	if err != nil {
 		return res, err
 	}
+	// One snapshot for the whole export: paging by position in separate
+	// statements could skip an event with a lower position that commits
+	// after its page was read (NOTES.md hazard 2).
+	tx, err := m.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return res, err
+	}
+	defer tx.Rollback(ctx)
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	if err := enc.Encode(exportLine{Kind: "header", Format: exportFormat, Tenant: t.ID, Name: t.Name, ExportedAt: time.Now().UTC()}); err != nil {
 		return res, err
 	}
 	for after := int64(0); ; {
-		rows, err := m.queries.ExportEvents(ctx, m.pool, db.ExportEventsParams{TenantID: id, After: after, MaxCount: 1000})
+		rows, err := m.queries.ExportEvents(ctx, tx, db.ExportEventsParams{TenantID: id, After: after, MaxCount: 1000})
 		if err != nil {
 			return res, pges.TranslateError(err)
 		}
@@ -92,7 +101,7 @@ func (m *Manager) Export(ctx context.Context, id string, w io.Writer) (ExportRes
 			break
 		}
 	}
-	snaps, err := m.queries.ExportSnapshots(ctx, m.pool, id)
+	snaps, err := m.queries.ExportSnapshots(ctx, tx, id)
 	if err != nil {
 		return res, pges.TranslateError(err)
 	}
@@ -114,8 +123,8 @@ func (m *Manager) Export(ctx context.Context, id string, w io.Writer) (ExportRes
 type ImportOptions struct {
 	// Tenant imports into this tenant instead of the export's.
 	Tenant string
-	// Merge allows importing into a tenant that already has data; the
-	// events then get new positions, in their exported order.
+	// Merge allows importing into a tenant that already has data; events
+	// it already has (same id) are skipped.
 	Merge bool
 }
 
@@ -128,9 +137,10 @@ type ImportResult struct {
 }
 
 // Import reads an export and writes it into a tenant in one transaction:
-// events keep their positions (or get new ones in order when merging), and
-// the counts must match the export's trailer, or nothing is written. The
-// tenant is created, with the exported name, if it does not exist.
+// the events in their exported order (with positions drawn anew), and the
+// counts must match the export's trailer, or nothing is written. The tenant
+// is created, with the exported name, if it does not exist. While it runs,
+// the tenant's appends and reads for a head wait for it.
 func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (ImportResult, error) {
 	var res ImportResult
 	sc := bufio.NewScanner(r)
@@ -178,6 +188,9 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (
 	} else if err != nil {
 		return res, pges.TranslateError(err)
 	}
+	if err := m.queries.LockTenant(ctx, tx, res.Tenant); err != nil {
+		return res, pges.TranslateError(err)
+	}
 	have, err := m.queries.CountTenantRows(ctx, tx, res.Tenant)
 	if err != nil {
 		return res, pges.TranslateError(err)
@@ -185,14 +198,13 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (
 	if (have.Events > 0 || have.Snapshots > 0) && !opts.Merge {
 		return res, fmt.Errorf("tenant %s holds %d events and %d snapshots: %w (merge to import anyway)", res.Tenant, have.Events, have.Snapshots, ErrTenantNotEmpty)
 	}
-	keep := have.Events == 0
 
 	var events, snapshots []exportLine
 	var eventsRead, snapshotsRead int64
 	flush := func() error {
 		if len(events) > 0 {
 			b, _ := json.Marshal(events)
-			n, err := m.queries.ImportEvents(ctx, tx, db.ImportEventsParams{TenantID: res.Tenant, Rows: b, KeepPositions: keep})
+			n, err := m.queries.ImportEvents(ctx, tx, db.ImportEventsParams{TenantID: res.Tenant, Rows: b, Merge: opts.Merge})
 			if err != nil {
 				return pges.TranslateError(err)
 			}
@@ -251,7 +263,7 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (
 			*trailer.Events, *trailer.Snapshots, eventsRead, snapshotsRead)
 	}
 	res.Skipped = eventsRead - res.Events
-	if keep && res.Skipped != 0 {
+	if !opts.Merge && res.Skipped != 0 {
 		return res, fmt.Errorf("import: %d of %d events were not written: nothing was imported", res.Skipped, eventsRead)
 	}
 	return res, tx.Commit(ctx)
