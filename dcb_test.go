@@ -55,9 +55,12 @@ func appendInTx(t *testing.T, pool *pgxpool.Pool, tenant string, failIf string, 
 		arg = failIf
 	}
 	var positions []int64
+	if _, err := tx.Exec(ctx, "SELECT set_config('es.tenant_id', $1, true)", tenant); err != nil {
+		t.Fatal(err)
+	}
 	if err := tx.QueryRow(ctx, "SELECT es.append_events($1, $2, $3::jsonb, 0)", tenant, wire(events), arg).Scan(&positions); err != nil {
 		_ = tx.Rollback(ctx)
-		t.Fatalf("append in tx: %v (%s)", err, batch)
+		t.Fatalf("append in tx: %v (%.200s)", err, batch)
 	}
 	return tx, positions
 }
@@ -246,7 +249,8 @@ func TestDCBBadInputWritesNothing(t *testing.T) {
 		t.Fatalf("bad input wrote %d events", n)
 	}
 	// The SQL API refuses malformed queries with a message naming the item.
-	_, err := pool.Exec(ctx, `SELECT es.append_events($1, '[{"type":"X","payload":{}}]', '[{"tags":["a"]},{"tagz":["b"]}]', 0)`, ts.TenantID())
+	_, err := pool.Exec(ctx, `WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $1, true) AS id)
+		SELECT es.append_events(t.id, '[{"type":"X","payload":{}}]', '[{"tags":["a"]},{"tagz":["b"]}]', 0) FROM t`, ts.TenantID())
 	if err == nil || !strings.Contains(err.Error(), "query item 1") {
 		t.Fatalf("malformed query item: %v", err)
 	}
@@ -527,6 +531,9 @@ func TestConditionalAppendRefusesRepeatableRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT set_config('es.tenant_id', $1, true)", ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
 	_, err = tx.Exec(ctx, `SELECT es.append_events($1, '[{"type":"X","payload":{}}]', '[{"tags":["a"]}]', 0)`, ts.TenantID())
 	if err == nil || !strings.Contains(err.Error(), "READ COMMITTED") {
 		t.Fatalf("conditional append under REPEATABLE READ: %v", err)

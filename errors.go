@@ -21,6 +21,9 @@ var (
 	ErrEventIDConflict = errors.New("event id reused with other content")
 	// ErrTenantExists: a tenant with this id exists with other settings.
 	ErrTenantExists = errors.New("tenant exists with other settings")
+	// ErrTenantNotSet: a SQL API call named a tenant other than the one its
+	// transaction is scoped to (es.tenant_id). The Go API always sets it.
+	ErrTenantNotSet = errors.New("tenant is not the transaction's tenant")
 )
 
 // WrongExpectedVersionError reports a failed optimistic concurrency check.
@@ -73,6 +76,7 @@ const (
 	codeEventIDConflict      = "ES007"
 	codeConditionViolated    = "ES008"
 	codeTenantExists         = "ES009"
+	codeTenantNotSet         = "ES010"
 	codeUniqueViolation      = "23505"
 )
 
@@ -121,6 +125,8 @@ func translate(err error, streamID string) error {
 		return &storeError{ErrEventIDConflict, pgErr.Message}
 	case codeTenantExists:
 		return &storeError{ErrTenantExists, pgErr.Message}
+	case codeTenantNotSet:
+		return &storeError{ErrTenantNotSet, pgErr.Message}
 	case codeConditionViolated:
 		var d struct{ Position int64 }
 		_ = json.Unmarshal([]byte(pgErr.Detail), &d)

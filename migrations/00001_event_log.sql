@@ -8,6 +8,7 @@
 --   ES004 invalid argument/event   ES005 tenant not found
 --   ES006 tenant suspended         ES007 event id reused with other content
 --   ES009 tenant exists with other settings
+--   ES010 the tenant argument is not the transaction's (es.tenant_id)
 
 -- +goose Up
 CREATE SCHEMA es;
@@ -110,18 +111,39 @@ END $$;
 CREATE FUNCTION es.analyze_tenant(p_tenant_id text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM es.check_tenant(p_tenant_id, false);
+    PERFORM es.check_tenant(p_tenant_id, false, false);
     EXECUTE format('ANALYZE es.%I, es.%I', 'events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
 END $$;
 -- +goose StatementEnd
 
--- es.check_tenant fails unless the tenant exists and may be written to.
+-- es.require_tenant fails unless p_tenant_id is the tenant this transaction
+-- is scoped to (the setting es.tenant_id). The SQL API's functions run as
+-- the schema owner (SECURITY DEFINER, so that row-level security does not
+-- keep non-leakproof operators such as the tags' @> from using indexes) and
+-- check their tenant argument against the setting instead.
 -- +goose StatementBegin
-CREATE FUNCTION es.check_tenant(p_tenant_id text, p_for_write boolean)
+CREATE FUNCTION es.require_tenant(p_tenant_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_tenant_id IS DISTINCT FROM current_setting('es.tenant_id', true) THEN
+        PERFORM es.raise('ES010', format(
+            'tenant %L is not the tenant of this transaction: SELECT set_config(''es.tenant_id'', %L, false) first',
+            left(p_tenant_id, 80), left(p_tenant_id, 80)));
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- es.check_tenant fails unless the tenant exists and may be written to, and,
+-- when p_scoped (the SQL API; not the admin path), is this transaction's.
+-- +goose StatementBegin
+CREATE FUNCTION es.check_tenant(p_tenant_id text, p_for_write boolean, p_scoped boolean DEFAULT true)
 RETURNS void LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_status text;
 BEGIN
+    IF p_scoped THEN
+        PERFORM es.require_tenant(p_tenant_id);
+    END IF;
     SELECT status INTO v_status FROM es.tenants WHERE tenant_id = p_tenant_id;
     IF v_status IS NULL THEN
         PERFORM es.raise('ES005', format('tenant %L not found', left(p_tenant_id, 80)));
@@ -333,6 +355,7 @@ DECLARE
     v_found int;
     v_same int;
 BEGIN
+    PERFORM es.require_tenant(p_tenant_id);
     SELECT count(*), count(*) FILTER (WHERE
                e.event_type = n.ev->>'type'
            AND e.payload = n.ev->'payload'
@@ -370,6 +393,7 @@ DECLARE
     v_current bigint;
     v_last_type text;
 BEGIN
+    PERFORM es.require_tenant(p_tenant_id);
     IF p_stream_id IS NULL OR p_stream_id = '' OR length(p_stream_id) > 200 THEN
         PERFORM es.raise('ES004', 'stream id must be 1-200 characters');
     END IF;
@@ -497,6 +521,7 @@ END $$;
 CREATE FUNCTION es.stream_head(p_tenant_id text, p_stream_id text, OUT version bigint, OUT deleted boolean)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
+    PERFORM es.require_tenant(p_tenant_id);
     SELECT e.stream_version, e.event_type = '$tombstone' INTO version, deleted
       FROM es.events e
      WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id

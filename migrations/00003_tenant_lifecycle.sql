@@ -27,7 +27,7 @@ CREATE FUNCTION es.tenant_stats(p_tenant_id text,
     OUT events bigint, OUT streams bigint, OUT snapshots bigint, OUT bytes bigint, OUT last_event_at timestamptz)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM es.check_tenant(p_tenant_id, false);
+    PERFORM es.check_tenant(p_tenant_id, false, false);
     SELECT count(*), count(DISTINCT e.stream_id), max(e.recorded_at) INTO events, streams, last_event_at
       FROM es.events e WHERE e.tenant_id = p_tenant_id;
     SELECT count(*) INTO snapshots FROM es.snapshots s WHERE s.tenant_id = p_tenant_id;

@@ -26,7 +26,7 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_count bigint;
 BEGIN
-    PERFORM es.check_tenant(p_tenant_id, false);
+    PERFORM es.check_tenant(p_tenant_id, false, false);
     PERFORM es.lock_tenant(p_tenant_id);
     WITH ins AS (
         INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version,
@@ -53,7 +53,7 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_count bigint;
 BEGIN
-    PERFORM es.check_tenant(p_tenant_id, false);
+    PERFORM es.check_tenant(p_tenant_id, false, false);
     INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state, created_at)
     SELECT p_tenant_id, r->>'stream_id', (r->>'stream_version')::bigint, (r->>'schema_version')::int,
            r->'state', (r->>'created_at')::timestamptz

@@ -59,6 +59,11 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- Like the rest of the SQL API: run as the owner, scoped by es.require_tenant.
+ALTER FUNCTION es.list_snapshots(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION es.delete_snapshots(text, text, bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION es.prune_snapshots(text, int) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
 -- +goose Down
 DROP FUNCTION es.prune_snapshots(text, int);
 DROP FUNCTION es.delete_snapshots(text, text, bigint);

@@ -37,8 +37,8 @@ es events read -t demo --stream "$stream" --backwards --limit 1
 echo '--- DCB through psql (the SQL API): a conditional append, then the same one refused' >&2
 course="course:$(date +%s%N)"
 q="[{\"tags\":[\"$course\"]}]"
-psql "$url" -Atqc "SELECT 'positions ' || es.append_events('demo', '[{\"type\":\"CourseDefined\",\"payload\":{\"capacity\":1},\"tags\":[\"$course\"]}]', '$q', 0)::text"
-psql "$url" -Atqc "SELECT es.append_events('demo', '[{\"type\":\"CourseDefined\",\"payload\":{},\"tags\":[\"$course\"]}]', '$q', 0)" 2>&1 | head -1 || true
+psql "$url" -Atqc "SELECT set_config('es.tenant_id', 'demo', false)" -c "SELECT 'positions ' || es.append_events('demo', '[{\"type\":\"CourseDefined\",\"payload\":{\"capacity\":1},\"tags\":[\"$course\"]}]', '$q', 0)::text"
+psql "$url" -Atqc "SELECT set_config('es.tenant_id', 'demo', false)" -c "SELECT es.append_events('demo', '[{\"type\":\"CourseDefined\",\"payload\":{},\"tags\":[\"$course\"]}]', '$q', 0)" 2>&1 | head -1 || true
 echo '--- the Go quickstart (examples/quickstart): streams, snapshot, a DCB decision' >&2
 DATABASE_URL="$url" go run ./examples/quickstart
 echo '--- a short benchmark against the same-run plain INSERT' >&2

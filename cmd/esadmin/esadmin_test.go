@@ -510,7 +510,8 @@ func TestSnapshotCommands(t *testing.T) {
 	wantOK(t, esadmin(t, "", "tenant", "create", id))
 	wantOK(t, esadmin(t, `{"type":"A","payload":{}}`+"\n"+`{"type":"A","payload":{}}`+"\n", "events", "append", "-t", id, "--stream", "s"))
 	for v := 1; v <= 2; v++ {
-		if _, err := p.Exec(context.Background(), "SELECT es.save_snapshot($1, 's', $2, 1, '{}')", id, v); err != nil {
+		if _, err := p.Exec(context.Background(), `WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $1, true) AS id)
+			SELECT es.save_snapshot(t.id, 's', $2, 1, '{}') FROM t`, id, v); err != nil {
 			t.Fatal(err)
 		}
 	}
