@@ -105,20 +105,18 @@ func eventsCommand() *cli.Command {
 					tenantFlag,
 					&cli.StringFlag{Name: "stream", Usage: "stream id"},
 					&cli.Int64Flag{Name: "from", Usage: "stream: first version (0: start, or end with --backwards)"},
-					&cli.StringSliceFlag{Name: "type", Usage: "query: event types (any of them)"},
-					&cli.StringSliceFlag{Name: "tag", Usage: "query: tags (all of them)"},
+					typeFlag(), tagFlag(),
 					&cli.Int64Flag{Name: "after", Usage: "query: only events after this position"},
 					&cli.IntFlag{Name: "limit", Usage: "at most this many events (0: all)"},
 					&cli.BoolFlag{Name: "backwards", Usage: "newest first"},
 				},
 				Action: func(c *cli.Context) error {
-					stream := c.String("stream")
-					types, tags := c.StringSlice("type"), c.StringSlice("tag")
+					stream, query, err := streamOrQuery(c)
 					switch {
-					case stream == "" && len(types) == 0 && len(tags) == 0:
+					case err != nil:
+						return err
+					case stream == "" && len(query[0].Types) == 0 && len(query[0].Tags) == 0:
 						return usagef("give --stream, or a query with --type and/or --tag")
-					case stream != "" && (len(types) > 0 || len(tags) > 0):
-						return usagef("--stream and a query (--type, --tag) exclude each other")
 					case c.Int64("from") < 0 || c.Int("limit") < 0 || c.Int64("after") < 0:
 						return usagef("--from, --after and --limit must not be negative")
 					}
@@ -127,7 +125,7 @@ func eventsCommand() *cli.Command {
 						var events iter.Seq2[pges.RecordedEvent, error]
 						switch {
 						case stream == "":
-							res, err := ts.Read(c.Context, pges.Query{{Types: types, Tags: tags}},
+							res, err := ts.Read(c.Context, query,
 								pges.QueryOptions{After: c.Int64("after"), Limit: c.Int("limit"), Backwards: c.Bool("backwards")})
 							if err != nil {
 								return err
@@ -162,4 +160,24 @@ func eventsCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// typeFlag and tagFlag give a command a one-item DCB query (new flags per
+// command: urfave/cli's slice flags keep their values).
+func typeFlag() cli.Flag {
+	return &cli.StringSliceFlag{Name: "type", Usage: "query: event types (any of them)"}
+}
+
+func tagFlag() cli.Flag {
+	return &cli.StringSliceFlag{Name: "tag", Usage: "query: tags (all of them)"}
+}
+
+// streamOrQuery reads --stream or the query flags, which exclude each other.
+func streamOrQuery(c *cli.Context) (string, pges.Query, error) {
+	stream := c.String("stream")
+	q := pges.Query{{Types: c.StringSlice("type"), Tags: c.StringSlice("tag")}}
+	if stream != "" && (len(q[0].Types) > 0 || len(q[0].Tags) > 0) {
+		return "", nil, usagef("--stream and a query (--type, --tag) exclude each other")
+	}
+	return stream, q, nil
 }

@@ -30,17 +30,16 @@ func replayCommand() *cli.Command {
 		Flags: []cli.Flag{
 			tenantFlag,
 			&cli.StringFlag{Name: "stream", Usage: "only this stream"},
-			&cli.StringSliceFlag{Name: "type", Usage: "query: event types (any of them)"},
-			&cli.StringSliceFlag{Name: "tag", Usage: "query: tags (all of them)"},
+			typeFlag(), tagFlag(),
 			&cli.Int64Flag{Name: "after", Usage: "only events with a greater position"},
 			&cli.Int64Flag{Name: "until", Usage: "only events up to this position (0: the head)"},
 			&cli.TimestampFlag{Name: "since", Layout: time.RFC3339, Usage: "only events recorded at or after this time (RFC 3339)"},
 			&cli.TimestampFlag{Name: "before", Layout: time.RFC3339, Usage: "only events recorded before this time (RFC 3339)"},
 		},
 		Action: func(c *cli.Context) error {
-			stream, types, tags := c.String("stream"), c.StringSlice("type"), c.StringSlice("tag")
-			if stream != "" && (len(types) > 0 || len(tags) > 0) {
-				return usagef("--stream and a query (--type, --tag) exclude each other")
+			stream, query, err := streamOrQuery(c)
+			if err != nil {
+				return err
 			}
 			after, until := c.Int64("after"), c.Int64("until")
 			if after < 0 || until < 0 {
@@ -54,7 +53,7 @@ func replayCommand() *cli.Command {
 				before = *t
 			}
 			return withTenant(c, func(ts *pges.TenantStore) error {
-				events, total, err := replaySource(c.Context, ts, stream, pges.Query{{Types: types, Tags: tags}}, after, until)
+				events, total, err := replaySource(c.Context, ts, stream, query, after, until)
 				if err != nil {
 					return err
 				}
