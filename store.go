@@ -18,7 +18,9 @@ type Config struct {
 	// Default 1000.
 	ReadPageSize int
 	// AnyVersionRetries bounds how often an append with expected version Any
-	// is retried after losing a race for the next version. Default 10.
+	// or StreamExists is retried after losing the next version to a
+	// concurrent exact-version append (appends with Any or StreamExists
+	// queue for their stream and do not race each other). Default 10.
 	AnyVersionRetries int
 }
 

@@ -23,14 +23,12 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 		if err == nil {
 			return AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
 		}
-		// A unique violation on the stream version means a concurrent
-		// append took the version between our check and our insert.
-		// Running the append again classifies it: an idempotent retry, a
-		// wrong version with the actual one, or, for Any and StreamExists,
-		// success at the next version.
+		// A unique violation is either about the ids (appended before: a
+		// retry gets its first result, a reuse elsewhere ErrEventIDConflict)
+		// or about the version (a concurrent append took it between our
+		// check and our insert: running again reports the actual version,
+		// or, for Any and StreamExists, appends at the next one).
 		if isUniqueViolation(err) {
-			// Or the ids were appended before: a retry (its result), or a
-			// reuse of ids elsewhere (ErrEventIDConflict).
 			if found, ferr := t.findAppended(ctx, streamID, batch); ferr != nil || found != nil {
 				if ferr != nil {
 					return AppendResult{}, ferr
