@@ -46,6 +46,7 @@ demo: db build
 	@./scripts/demo.sh "$(DEMO_URL)"
 
 bench: db build
+	@./scripts/ensure-db.sh "$(DEMO_URL)"
 	./bin/esadmin --database-url "$(DEMO_URL)" bench $(BENCH_FLAGS)
 
 ci: fmt-check vet sqlc-check test

@@ -6,13 +6,7 @@ set -euo pipefail
 url=${1:?usage: demo.sh DATABASE_URL}
 es() { echo "\$ esadmin $*" >&2; ./bin/esadmin --database-url "$url" "$@"; }
 
-# The demo database is created on first use (the server's postgres database
-# is left alone).
-admin_url=$(echo "$url" | sed -E 's#/[^/?]+(\?|$)#/postgres\1#')
-dbname=$(echo "$url" | sed -E 's#^.*/([^/?]+)(\?.*)?$#\1#')
-if ! psql "$admin_url" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$dbname'" | grep -q 1; then
-  psql "$admin_url" -qc "CREATE DATABASE \"$dbname\""
-fi
+./scripts/ensure-db.sh "$url"
 
 es migrate up
 es migrate status
