@@ -620,3 +620,42 @@ func TestReplayInterrupted(t *testing.T) {
 		t.Fatalf("%d events written before the interruption", len(lines))
 	}
 }
+
+func TestEventsAppendDCB(t *testing.T) {
+	p := pool(t)
+	const id = "cli-dcb"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	claim := `{"type":"Registered","payload":{},"tags":["username:alice"]}` + "\n"
+	r := esadmin(t, claim, "events", "append", "-t", id, "--fail-if-tag", "username:alice")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, `"positions":[`) || strings.Contains(r.stdout, "stream_version") {
+		t.Fatalf("DCB append printed %q", r.stdout)
+	}
+	// The same claim again violates the condition: exit 3, nothing written.
+	wantError(t, esadmin(t, claim, "events", "append", "-t", id, "--fail-if-tag", "username:alice"), exitConflict, "condition violated")
+	wantError(t, esadmin(t, claim, "events", "append", "-t", id, "--fail-if-type", "Registered", "--fail-if-tag", "username:alice"), exitConflict, "condition violated")
+	if n := countEvents(t, p, id); n != 1 {
+		t.Fatalf("%d events after a violated condition, want 1", n)
+	}
+	// After the existing claim's position, the condition passes.
+	var pos int64
+	if err := p.QueryRow(context.Background(), "SELECT max(position) FROM es.events WHERE tenant_id = $1", id).Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, esadmin(t, claim, "events", "append", "-t", id, "--fail-if-tag", "username:alice", "--after", fmt.Sprint(pos)))
+	wantOK(t, esadmin(t, `{"type":"Other","payload":{}}`+"\n", "events", "append", "-t", id)) // no condition
+	if n := countEvents(t, p, id); n != 3 {
+		t.Fatalf("%d events, want 3", n)
+	}
+	for _, args := range [][]string{
+		{"--stream", "s", "--fail-if-tag", "x"},
+		{"--expected-version", "no-stream"},
+		{"--after", "5"},
+		{"--fail-if-tag", "x", "--after", "-1"},
+	} {
+		wantError(t, esadmin(t, claim, append([]string{"events", "append", "-t", id}, args...)...), exitUsage)
+	}
+	if n := countEvents(t, p, id); n != 3 {
+		t.Fatalf("usage errors wrote %d events", n-3)
+	}
+}

@@ -44,18 +44,32 @@ func eventsCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "append",
-				Usage: "append JSON Lines events from a file or stdin to a stream, atomically",
+				Usage: "append JSON Lines events from a file or stdin, atomically: to a stream with an expected version, or (DCB) with a condition",
 				UsageText: `esadmin events append -t acme --stream order-1 --expected-version no-stream --file events.jsonl
-   echo '{"type":"OrderPlaced","payload":{"total":42},"tags":["customer:7"]}' | esadmin events append -t acme --stream order-1`,
+   echo '{"type":"OrderPlaced","payload":{"total":42},"tags":["customer:7"]}' | esadmin events append -t acme --stream order-1
+   echo '{"type":"Registered","payload":{},"tags":["username:alice"]}' | esadmin events append -t acme --fail-if-tag username:alice`,
 				Flags: []cli.Flag{
 					tenantFlag,
-					&cli.StringFlag{Name: "stream", Usage: "stream id (required)"},
-					&cli.StringFlag{Name: "expected-version", Value: "any", Usage: "any, no-stream, exists or a version number"},
+					&cli.StringFlag{Name: "stream", Usage: "stream id; without it the events belong to no stream (DCB)"},
+					&cli.StringFlag{Name: "expected-version", Value: "any", Usage: "with --stream: any, no-stream, exists or a version number"},
+					&cli.StringSliceFlag{Name: "fail-if-type", Usage: "without --stream: fail if an event of one of these types..."},
+					&cli.StringSliceFlag{Name: "fail-if-tag", Usage: "...carrying all these tags was appended after --after (exit code 3)"},
+					&cli.Int64Flag{Name: "after", Usage: "the condition's position (usually a read's head; 0: any matching event)"},
 					&cli.StringFlag{Name: "file", Usage: "JSON Lines file, - for stdin", Value: "-"},
 				},
 				Action: func(c *cli.Context) error {
-					if c.String("stream") == "" {
-						return usagef("--stream is required")
+					stream := c.String("stream")
+					failIf := pges.Query{{Types: c.StringSlice("fail-if-type"), Tags: c.StringSlice("fail-if-tag")}}
+					conditional := len(failIf[0].Types) > 0 || len(failIf[0].Tags) > 0
+					switch {
+					case stream != "" && (conditional || c.IsSet("after")):
+						return usagef("a stream append takes --expected-version; --fail-if-* and --after are for appends without --stream")
+					case stream == "" && c.IsSet("expected-version"):
+						return usagef("--expected-version needs --stream")
+					case c.Int64("after") < 0:
+						return usagef("--after must not be negative")
+					case c.IsSet("after") && !conditional:
+						return usagef("--after needs --fail-if-type or --fail-if-tag")
 					}
 					expected, err := parseExpected(c.String("expected-version"))
 					if err != nil {
@@ -87,7 +101,18 @@ func eventsCommand() *cli.Command {
 						return fmt.Errorf("read events: %w", err)
 					}
 					return withTenant(c, func(ts *pges.TenantStore) error {
-						res, err := ts.AppendToStream(c.Context, c.String("stream"), expected, events...)
+						if stream == "" {
+							var cond *pges.AppendCondition
+							if conditional {
+								cond = &pges.AppendCondition{FailIfEventsMatch: failIf, After: c.Int64("after")}
+							}
+							res, err := ts.Append(c.Context, events, cond)
+							if err != nil {
+								return err
+							}
+							return json.NewEncoder(c.App.Writer).Encode(map[string]any{"positions": res.Positions})
+						}
+						res, err := ts.AppendToStream(c.Context, stream, expected, events...)
 						if err != nil {
 							return err
 						}
