@@ -77,6 +77,7 @@ const (
 	codeConditionViolated    = "ES008"
 	codeTenantExists         = "ES009"
 	codeTenantNotSet         = "ES010"
+	codeLeaseLost            = "ES011"
 	codeUniqueViolation      = "23505"
 )
 
@@ -127,6 +128,8 @@ func translate(err error, streamID string) error {
 		return &storeError{ErrTenantExists, pgErr.Message}
 	case codeTenantNotSet:
 		return &storeError{ErrTenantNotSet, pgErr.Message}
+	case codeLeaseLost:
+		return &storeError{ErrLeaseLost, pgErr.Message}
 	case codeConditionViolated:
 		var d struct{ Position int64 }
 		_ = json.Unmarshal([]byte(pgErr.Detail), &d)

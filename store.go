@@ -5,9 +5,11 @@
 package pges
 
 import (
+	"context"
 	"errors"
 
 	"github.com/eventstore-go/pges/db"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -40,9 +42,10 @@ func (c *Config) withDefaults() Config {
 
 // Store is the event store. It is safe for concurrent use.
 type Store struct {
-	pool    *pgxpool.Pool
-	queries *db.Queries
-	config  Config
+	pool     *pgxpool.Pool
+	queries  *db.Queries
+	config   Config
+	listener *listener
 }
 
 // New returns a Store over pool. cfg may be nil for the defaults.
@@ -54,7 +57,15 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 	if c.ReadPageSize < 1 || c.AnyVersionRetries < 1 {
 		return nil, errors.New("pges.New: ReadPageSize and AnyVersionRetries must be positive")
 	}
-	return &Store{pool: pool, queries: db.New(), config: c}, nil
+	// The listening connection is the pool's configuration on a connection
+	// of its own: it stays open while subscriptions run and would otherwise
+	// hold a pool slot.
+	connect := func(ctx context.Context) (*pgx.Conn, error) {
+		cc := pool.Config().ConnConfig.Copy()
+		cc.RuntimeParams["application_name"] = listenerAppName
+		return pgx.ConnectConfig(ctx, cc)
+	}
+	return &Store{pool: pool, queries: db.New(), config: c, listener: newListener(connect)}, nil
 }
 
 // Pool returns the pool the store uses.

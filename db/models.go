@@ -9,6 +9,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type EsDeadLetter struct {
+	TenantID     string
+	Subscription string
+	Position     int64
+	EventID      uuid.UUID
+	EventType    string
+	Error        string
+	Attempts     int32
+	ParkedAt     pgtype.Timestamptz
+}
+
 type EsEvent struct {
 	TenantID      string
 	Position      int64
@@ -30,6 +41,19 @@ type EsSnapshot struct {
 	SchemaVersion int32
 	State         []byte
 	CreatedAt     pgtype.Timestamptz
+}
+
+type EsSubscription struct {
+	TenantID           string
+	Name               string
+	Filter             []byte
+	CheckpointTx       pgtype.Uint64
+	CheckpointPosition int64
+	LastPosition       int64
+	Owner              pgtype.Text
+	LeaseExpiresAt     pgtype.Timestamptz
+	CreatedAt          pgtype.Timestamptz
+	UpdatedAt          pgtype.Timestamptz
 }
 
 type EsTenant struct {
