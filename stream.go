@@ -143,6 +143,9 @@ func recordedFromRow(r db.ReadStreamRow) (RecordedEvent, error) {
 		Tags:          r.Tags,
 		RecordedAt:    r.RecordedAt.Time,
 	}
+	if string(r.Metadata) == "{}" {
+		return e, nil // the common case, without a trip through encoding/json
+	}
 	if err := json.Unmarshal(r.Metadata, &e.Metadata); err != nil {
 		return e, fmt.Errorf("event at position %d: metadata: %w", r.Position, err)
 	}

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/eventstore-go/pges/db"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Handler handles one delivered event inside tx, the transaction that also
@@ -283,16 +285,17 @@ func (s *subscriber) stopped(ctx context.Context, err error) error {
 }
 
 func (s *subscriber) ephemeralStart(ctx context.Context) (logKey, error) {
-	q, pool := s.t.store.queries, s.t.store.pool
-	switch {
-	case s.cfg.Start.end:
-		h, err := q.LogHorizon(ctx, pool)
-		return logKey{h.Horizon, 0}, err
-	case s.cfg.Start.position > 0:
-		tx, err := q.LogKeyAt(ctx, pool, db.LogKeyAtParams{TenantID: s.t.tenantID, Position: pgtype.Int8{Int64: s.cfg.Start.position, Valid: true}})
-		return logKey{tx, 0}, translate(err, "")
+	// es.log_key_at checks the tenant; without a position or time it
+	// returns the current horizon (the end).
+	arg := db.LogKeyAtParams{TenantID: s.t.tenantID}
+	if p := s.cfg.Start.position; p > 0 {
+		arg.Position = pgtype.Int8{Int64: p, Valid: true}
 	}
-	return logKey{}, nil
+	tx, err := s.t.store.queries.LogKeyAt(ctx, s.t.store.pool, arg)
+	if err != nil || (!s.cfg.Start.end && s.cfg.Start.position == 0) {
+		return logKey{}, translate(err, "")
+	}
+	return logKey{tx, 0}, nil
 }
 
 // acquire waits until this consumer holds the lease and returns the stored
@@ -339,7 +342,7 @@ func (s *subscriber) checkpointParams(cp logKey, lastPosition int64) db.CommitCh
 // Wake-ups: only one appending transaction per tenant at a time notifies
 // (migration 00007); the others had written when it committed, so their ids
 // are below the next transaction id seen by the first read after the
-// wake-up. After a wake-up the loop keeps polling, backing off from 1 ms,
+// wake-up. After a wake-up the loop keeps polling, backing off from minPoll,
 // until its horizon passes that id: until every such writer has ended and
 // been read.
 func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) error {
@@ -347,7 +350,7 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 	var (
 		woke        = true // read once at start as if woken
 		pendingXid  int64  // keep polling until the horizon reaches it
-		pollBackoff = time.Millisecond
+		pollBackoff = minPoll
 		maxPoll     = min(s.cfg.PollInterval, 100*time.Millisecond)
 		lastRenew   = time.Now()
 		renewEvery  = s.cfg.LeaseTTL / 3
@@ -356,6 +359,8 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 		limit       = s.cfg.BatchSize
 		errBackoff  = s.cfg.RetryBackoff
 	)
+	reader := &logReader{s: s}
+	defer reader.close()
 	transient := func(err error) error {
 		if permanent(err) || ctx.Err() != nil {
 			return err
@@ -382,23 +387,19 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			}
 			lastRenew = time.Now()
 		}
-		h, err := q.LogHorizon(ctx, pool)
-		if err != nil {
-			if err := transient(err); err != nil {
-				return err
-			}
-			continue
-		}
-		if woke {
-			pendingXid, woke = max(pendingXid, h.NextXid), false
-		}
-		rows, err := q.ReadLog(ctx, pool, db.ReadLogParams{TenantID: s.t.tenantID, AfterTx: cp.tx, AfterPosition: cp.pos,
-			Filter: s.filter, MaxCount: int32(limit), Horizon: h.Horizon})
+		rows, err := reader.read(ctx, cp, limit)
 		if err != nil {
 			if err := transient(translate(err, "")); err != nil {
 				return err
 			}
 			continue
+		}
+		h := rows[0] // the statement always returns a row: horizon and next xid
+		if rows[0].Position == 0 {
+			rows = nil // no events
+		}
+		if woke {
+			pendingXid, woke = max(pendingXid, h.NextXid), false
 		}
 		if len(rows) > 0 {
 			next, failed, err := s.deliver(ctx, rows, parked)
@@ -456,10 +457,10 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 				return err
 			}
 			woke = woke || woken
-			pollBackoff = min(2*pollBackoff, maxPoll)
+			pollBackoff = min(pollBackoff*3/2, maxPoll)
 			continue
 		}
-		pendingXid, pollBackoff = 0, time.Millisecond
+		pendingXid, pollBackoff = 0, minPoll
 		wait := s.cfg.PollInterval
 		if s.durable() {
 			wait = min(wait, max(0, renewEvery-time.Since(lastRenew)))
@@ -472,6 +473,62 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 		case <-time.After(wait):
 		}
 	}
+}
+
+// logReader reads the log for a subscriber on a connection of its own,
+// whose session is scoped to the tenant (see the ReadLog query).
+type logReader struct {
+	s        *subscriber
+	conn     *pgxpool.Conn
+	planMode string // plan_cache_mode to restore
+	params   db.ReadLogParams
+}
+
+func (r *logReader) read(ctx context.Context, after logKey, limit int) ([]db.ReadLogRow, error) {
+	q := r.s.t.store.queries
+	if r.conn == nil {
+		conn, err := r.s.t.store.pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		prev, err := q.ScopeSession(ctx, conn, r.s.t.tenantID)
+		if err != nil {
+			conn.Release()
+			return nil, err
+		}
+		r.conn, r.planMode = conn, prev
+		f := r.s.cfg.Filter
+		r.params = db.ReadLogParams{TenantID: r.s.t.tenantID, Types: f.Types, Tags: f.Tags, Members: 1,
+			StreamID: pgtype.Text{String: f.StreamID, Valid: f.StreamID != ""}, StreamPrefix: pgtype.Text{String: f.StreamPrefix, Valid: f.StreamPrefix != ""}}
+		if g := f.Group; g != nil {
+			r.params.Members, r.params.Member = int32(g.Members), int32(g.Member)
+			if prefix, ok := strings.CutPrefix(g.Key, "tag:"); ok {
+				r.params.TagPrefix = pgtype.Text{String: prefix, Valid: true}
+			}
+		}
+	}
+	p := r.params
+	p.AfterTx, p.AfterPosition, p.MaxCount = after.tx, after.pos, int32(limit)
+	rows, err := q.ReadLog(ctx, r.conn, p)
+	if err != nil {
+		r.close()
+	}
+	return rows, err
+}
+
+// close returns the connection to the pool unscoped, or closes it when
+// that fails: a pooled connection must not keep a tenant's scope.
+func (r *logReader) close() {
+	if r.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.s.t.store.queries.UnscopeSession(ctx, r.conn, r.planMode); err != nil {
+		_ = r.conn.Conn().Close(ctx) // the pool drops closed connections
+	}
+	r.conn.Release()
+	r.conn = nil
 }
 
 // deliveryFailure is a handler's failure on rows[index].
@@ -526,6 +583,10 @@ func (s *subscriber) deliver(ctx context.Context, rows []db.ReadLogRow, parked m
 	}
 	return last, nil, nil
 }
+
+// minPoll is the first wait of the polls after a wake-up; each further one
+// waits 1.5 times longer, up to 100 ms.
+const minPoll = 500 * time.Microsecond
 
 // sleep waits d, or until ctx ends or w (if not nil) is woken.
 func sleep(ctx context.Context, d time.Duration, w *waiter) (woken bool, err error) {

@@ -1,22 +1,59 @@
--- name: LogHorizon :one
--- horizon: this statement's pg_snapshot_xmin; every transaction below it
--- has ended. next_xid: the next transaction id to be assigned, so every
--- transaction that has written anything is below it. (The snapshot's xmax
--- is not that bound: it is the last completed id + 1, and running
--- transactions above it do not show.) age() of a normal xid counts from
--- the next xid of a transaction that has none of its own; the xmax's low
--- 32 bits are normal except within 3 ids of a wraparound, where the bound
--- falls back to xmax + 3.
-WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-                  pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
-SELECT s.xmin AS horizon,
-       (s.xmax + CASE WHEN (s.xmax & 4294967295) >= 3 THEN age(((s.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid
-FROM s;
-
 -- name: ReadLog :many
-WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
-SELECT e.tx_id::text::bigint AS tx_id, e.position, e.event_id, e.event_type, e.stream_id, e.stream_version, e.payload, e.metadata, e.tags, e.recorded_at
-FROM t, LATERAL es.read_log(t.tenant_id, CAST(CAST(@after_tx::bigint AS text) AS xid8), @after_position::bigint, @filter::jsonb, @max_count::int, CAST(CAST(@horizon::bigint AS text) AS xid8)) e;
+-- The Go subscriber's read: es.read_log's query without PL/pgSQL, whose
+-- RETURN QUERY copies every row into a tuplestore before sending it (about
+-- 2 us per event, five times the scan). It runs on a connection whose
+-- session is scoped to the tenant (ScopeSession): row-level security
+-- evaluates es.tenant_id when the statement starts. Every comparison the
+-- index scan needs (xid8, bigint, text) is leakproof, so it uses the index
+-- under row-level security too. The group expression must stay the same as
+-- es.read_log's, so that Go and SQL consumers split a group alike.
+--
+-- One statement: the horizon, the next transaction id and the batch below
+-- the horizon, all from this statement's snapshot; one row with position 0
+-- when the batch is empty.
+-- horizon: pg_snapshot_xmin; every transaction below it has ended.
+-- next_xid: the next transaction id to be assigned, so every transaction
+-- that has written anything is below it. (The snapshot's xmax is not that
+-- bound: it is the last completed id + 1, and running transactions above
+-- it do not show.) age() of a normal xid counts from the next xid of a
+-- transaction that has none of its own; the xmax's low 32 bits are normal
+-- except within 3 ids of a wraparound, where the bound falls back to
+-- xmax + 3.
+WITH h AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
+SELECT h.horizon::text::bigint AS horizon,
+       (h.xmax + CASE WHEN (h.xmax & 4294967295) >= 3 THEN age(((h.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid,
+       coalesce(e.tx_id::text::bigint, 0)::bigint AS tx_id, coalesce(e.position, 0)::bigint AS position,
+       coalesce(e.event_id, '00000000-0000-0000-0000-000000000000')::uuid AS event_id, coalesce(e.event_type, '')::text AS event_type,
+       e.stream_id, e.stream_version, coalesce(e.payload, 'null')::jsonb AS payload, coalesce(e.metadata, '{}')::jsonb AS metadata,
+       coalesce(e.tags, '{}')::text[] AS tags, e.recorded_at
+FROM h LEFT JOIN LATERAL (
+    SELECT * FROM es.events e
+     WHERE e.tenant_id = @tenant_id::text
+       AND (e.tx_id, e.position) > (CAST(CAST(@after_tx::bigint AS text) AS xid8), @after_position::bigint)
+       AND e.tx_id < h.horizon
+       AND (sqlc.narg(types)::text[] IS NULL OR e.event_type = ANY (sqlc.narg(types)::text[]))
+       AND (sqlc.narg(tags)::text[] IS NULL OR e.tags @> sqlc.narg(tags)::text[])
+       AND (sqlc.narg(stream_id)::text IS NULL OR e.stream_id = sqlc.narg(stream_id)::text)
+       AND (sqlc.narg(stream_prefix)::text IS NULL OR left(e.stream_id, length(sqlc.narg(stream_prefix)::text)) = sqlc.narg(stream_prefix)::text)
+       AND (@members::int <= 1 OR abs(hashtextextended(coalesce(
+               CASE WHEN sqlc.narg(tag_prefix)::text IS NULL THEN e.stream_id
+                    ELSE (SELECT t FROM unnest(e.tags) t WHERE left(t, length(sqlc.narg(tag_prefix)::text)) = sqlc.narg(tag_prefix)::text LIMIT 1) END,
+               ''), 0) % @members::int) = @member::int)
+     ORDER BY e.tx_id, e.position
+     LIMIT @max_count::int) e ON true;
+
+-- name: ScopeSession :one
+-- Scopes a connection's session to a tenant for ReadLog, with custom plans
+-- only (a generic plan over es.events would lock every tenant's partition
+-- on each execution); returns plan_cache_mode's previous value.
+WITH p AS MATERIALIZED (SELECT current_setting('plan_cache_mode') AS previous)
+SELECT p.previous::text AS previous FROM p,
+       LATERAL (SELECT set_config('es.tenant_id', @tenant_id::text, false), set_config('plan_cache_mode', 'force_custom_plan', false)) s;
+
+-- name: UnscopeSession :exec
+SELECT set_config('es.tenant_id', '', false), set_config('plan_cache_mode', @plan_cache_mode::text, false);
 
 -- name: Subscribe :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
