@@ -62,6 +62,8 @@ type Result struct {
 	Baseline *Result `json:"baseline,omitempty"`
 	// Ratio is EventsPerSec / Baseline.EventsPerSec.
 	Ratio float64 `json:"ratio,omitempty"`
+	// Note says what a scenario measured beyond the columns.
+	Note string `json:"note,omitempty"`
 }
 
 // op is one timed call; it returns how many events it wrote or read.
@@ -89,6 +91,23 @@ type runner struct {
 	cfg    Config
 	runID  string
 	phases int
+	// rate, when set by a scenario's prepare, paces the store and baseline
+	// phases to this many calls per second in all.
+	rate float64
+	// done holds what a prepare asked to run after its store phase: stop
+	// background work, restore settings, adjust the result.
+	done []func(*Result)
+}
+
+// onDone registers f to run after the current store phase, with its result.
+func (r *runner) onDone(f func(*Result)) { r.done = append(r.done, f) }
+
+// finish runs and clears the onDone functions, latest first.
+func (r *runner) finish(res *Result) {
+	for i := len(r.done) - 1; i >= 0; i-- {
+		r.done[i](res)
+	}
+	r.done, r.rate = nil, 0
 }
 
 // phase returns an id unique to one prepared phase of this run, so phases
@@ -147,13 +166,16 @@ func Run(ctx context.Context, pool *pgxpool.Pool, cfg Config) ([]Result, error) 
 			}
 			storeOp, baseOp, err := s.prepare(ctx, r, c)
 			if err != nil {
+				r.finish(&Result{})
 				return results, fmt.Errorf("%s: %w", s.name, err)
 			}
 			base, err := r.measure(ctx, s.name+" (baseline)", c, baseOp)
 			if err != nil {
+				r.finish(&Result{})
 				return results, fmt.Errorf("%s baseline: %w", s.name, err)
 			}
 			res, err := r.measure(ctx, s.name, c, storeOp)
+			r.finish(&res)
 			if err != nil {
 				return results, fmt.Errorf("%s: %w", s.name, err)
 			}
@@ -236,6 +258,12 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 				if r.cfg.Count > 0 && i >= int64(r.cfg.Count) || r.cfg.Count <= 0 && time.Now().After(deadline) || ctx.Err() != nil {
 					calls.Add(-1)
 					break
+				}
+				if r.rate > 0 {
+					// Paced: call i starts at its slot, not before.
+					if wait := time.Until(start.Add(time.Duration(float64(i) / r.rate * float64(time.Second)))); wait > 0 {
+						time.Sleep(wait)
+					}
 				}
 				t0 := time.Now()
 				n, err := fn(ctx, c, i)

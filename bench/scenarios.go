@@ -40,7 +40,8 @@ var all = []scenario{
 func prepareAppend(batchSize int) func(ctx context.Context, r *runner, clients int) (op, op, error) {
 	return func(ctx context.Context, r *runner, clients int) (op, op, error) {
 		versions := make([]int64, clients)
-		stream := func(c int) string { return fmt.Sprintf("%s-append%d-%dc-%d", r.runID, batchSize, clients, c) }
+		phase := r.phase()
+		stream := func(c int) string { return fmt.Sprintf("%s-append%d-%dc-%d", phase, batchSize, clients, c) }
 		storeOp := func(ctx context.Context, c int, call int64) (int, error) {
 			batch := make([]pges.EventData, batchSize)
 			for i := range batch {
@@ -61,13 +62,8 @@ func prepareAppend(batchSize int) func(ctx context.Context, r *runner, clients i
 				_, err := r.pool.Exec(ctx, insertRaw, Tenant, uuid.Must(uuid.NewV7()), e.Type, stream(c), baseVersions[c], e.Payload, e.Tags)
 				return 1, err
 			}
-			batch := make([]map[string]any, batchSize)
-			for i := range batch {
-				e := event(c, call, i)
-				batch[i] = map[string]any{"id": uuid.Must(uuid.NewV7()), "type": e.Type, "payload": e.Payload, "tags": e.Tags}
-			}
-			b, _ := json.Marshal(batch)
-			_, err := r.pool.Exec(ctx, insertRawBatch, Tenant, stream(c), baseVersions[c], b)
+			s := stream(c)
+			err := insertRawEvents(ctx, r, c, call, &s, baseVersions[c], batchSize)
 			baseVersions[c] += int64(batchSize)
 			return batchSize, err
 		}
@@ -138,6 +134,26 @@ func init() {
 	)
 }
 
+// insertRawEvents inserts n event rows in one statement, from the same
+// jsonb a store append sends; stream nil for events without a stream.
+func insertRawEvents(ctx context.Context, r *runner, c int, call int64, stream *string, baseVersion int64, n int) error {
+	batch := make([]map[string]any, n)
+	for i := range batch {
+		e := event(c, call, i)
+		batch[i] = map[string]any{"id": uuid.Must(uuid.NewV7()), "type": e.Type, "payload": e.Payload, "tags": e.Tags}
+	}
+	b, _ := json.Marshal(batch)
+	_, err := r.pool.Exec(ctx, insertRawBatch, Tenant, stream, baseVersion, b)
+	return err
+}
+
+// insertBatch is the baseline of a batchSize-event append without a stream.
+func insertBatch(r *runner, batchSize int) op {
+	return func(ctx context.Context, c int, call int64) (int, error) {
+		return batchSize, insertRawEvents(ctx, r, c, call, nil, 0, batchSize)
+	}
+}
+
 // insertOne is the baseline of every one-event scenario: the same row,
 // plain INSERT.
 func insertOne(r *runner) op {
@@ -188,16 +204,8 @@ func prepareDCBContended(ctx context.Context, r *runner, clients int) (op, op, e
 // the condition check's latency as the log grows.
 func prepareCheckAtSize(size int) func(ctx context.Context, r *runner, clients int) (op, op, error) {
 	return func(ctx context.Context, r *runner, clients int) (op, op, error) {
-		id := fmt.Sprintf("%s_log_%d", Tenant, size)
-		if _, err := tenant.NewManager(r.pool).Create(ctx, id, "bench: log of a fixed size"); err != nil {
-			return nil, nil, err
-		}
-		store, err := pges.New(r.pool, nil)
+		ts, err := r.sizedTenant(ctx, size)
 		if err != nil {
-			return nil, nil, err
-		}
-		ts := store.Tenant(id)
-		if err := fill(ctx, r, ts, size); err != nil {
 			return nil, nil, err
 		}
 		phase := r.phase()
@@ -209,6 +217,21 @@ func prepareCheckAtSize(size int) func(ctx context.Context, r *runner, clients i
 		}
 		return storeOp, insertOne(r), nil
 	}
+}
+
+// sizedTenant returns a tenant of its own (bench_log_<size>) filled to at
+// least size events; scenarios of the same size share it.
+func (r *runner) sizedTenant(ctx context.Context, size int) (*pges.TenantStore, error) {
+	id := fmt.Sprintf("%s_log_%d", Tenant, size)
+	if _, err := tenant.NewManager(r.pool).Create(ctx, id, "bench: log of a fixed size"); err != nil {
+		return nil, err
+	}
+	store, err := pges.New(r.pool, nil)
+	if err != nil {
+		return nil, err
+	}
+	ts := store.Tenant(id)
+	return ts, fill(ctx, r, ts, size)
 }
 
 // fill tops a tenant up to size events, 10,000 per append: realistic types,

@@ -96,7 +96,28 @@ func writeTable(c *cli.Context, results []bench.Result) error {
 		}
 		fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%.0f\t%s\t%.2f\t\n", r.Scenario, r.Clients, r.EventsPerSec, ms(r.P50), ms(r.P95), ms(r.P99), r.Conflicts, b.EventsPerSec, ms(b.P50), r.Ratio)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return writeNotes(c, results)
+}
+
+// writeNotes prints what scenarios measured beyond the table's columns.
+func writeNotes(c *cli.Context, results []bench.Result) error {
+	for _, r := range results {
+		if r.Note != "" {
+			if _, err := fmt.Fprintf(c.App.Writer, "\n%s, %d clients: %s", r.Scenario, r.Clients, r.Note); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range results {
+		if r.Note != "" {
+			_, err := fmt.Fprintln(c.App.Writer)
+			return err
+		}
+	}
+	return nil
 }
 
 func writeMarkdown(c *cli.Context, results []bench.Result) error {
@@ -115,5 +136,5 @@ func writeMarkdown(c *cli.Context, results []bench.Result) error {
 			return err
 		}
 	}
-	return nil
+	return writeNotes(c, results)
 }
