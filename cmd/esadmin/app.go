@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -96,7 +97,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 5 * time.Second, Usage: "give up connecting after this long"},
 		},
-		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), replayCommand(), snapshotCommand(), benchCommand(), doctorCommand()},
+		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), replayCommand(), snapshotCommand(),
+			subscriptionCommand(), benchCommand(), doctorCommand(), completionCommand()},
 	}
 	setUsageHandlers(app.Commands)
 	return app
@@ -146,6 +148,17 @@ func withTenant(c *cli.Context, fn func(ts *pges.TenantStore) error) error {
 		return err
 	}
 	return fn(store.Tenant(id))
+}
+
+// confirm asks on stderr for answer to be typed and fails with a usage
+// error, changing nothing, when it is not.
+func confirm(c *cli.Context, prompt, answer string) error {
+	fmt.Fprintf(c.App.ErrWriter, "%s Type %s to confirm: ", prompt, answer)
+	line, _ := bufio.NewReader(c.App.Reader).ReadString('\n')
+	if strings.TrimSpace(line) != answer {
+		return usagef("not confirmed: nothing was changed (use --yes in scripts)")
+	}
+	return nil
 }
 
 var tenantFlag = &cli.StringFlag{Name: "tenant", Aliases: []string{"t"}, Usage: "tenant id", EnvVars: []string{"ESADMIN_TENANT"}}

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -657,5 +659,187 @@ func TestEventsAppendDCB(t *testing.T) {
 	}
 	if n := countEvents(t, p, id); n != 3 {
 		t.Fatalf("usage errors wrote %d events", n-3)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a command writing in one goroutine
+// while the test reads in another.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestEventsTail(t *testing.T) {
+	const id = "cli-tail"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	wanted := `{"type":"Wanted","payload":{}}` + "\n"
+	wantOK(t, esadmin(t, wanted, "events", "append", "-t", id))
+
+	var out, stderr syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(context.Background(), []string{"esadmin", "--database-url", testdb.URL(t), "events", "tail", "-t", id,
+			"--type", "Wanted", "--from-beginning", "--limit", "3"}, strings.NewReader(""), &out, &stderr)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "Wanted") { // caught up; now live
+		if time.Now().After(deadline) {
+			t.Fatalf("tail printed nothing; stderr %q", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantOK(t, esadmin(t, `{"type":"Other","payload":{}}`+"\n"+wanted+wanted+wanted, "events", "append", "-t", id))
+	select {
+	case code := <-done:
+		if code != exitOK || stderr.String() != "" {
+			t.Fatalf("tail exit %d, stderr %q", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tail --limit 3 did not stop")
+	}
+	lines := jsonLines[pges.RecordedEvent](t, out.String())
+	if len(lines) != 3 || lines[0].Type != "Wanted" || lines[2].Type != "Wanted" || lines[0].Position >= lines[1].Position {
+		t.Fatalf("tail printed %+v", lines)
+	}
+
+	// Ctrl-C: a clean stop with exit code 130 after whole lines.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	interrupted := &cancelAfter{cancel: cancel}
+	var errOut bytes.Buffer
+	code := run(ctx, []string{"esadmin", "--database-url", testdb.URL(t), "events", "tail", "-t", id, "--from-beginning"},
+		strings.NewReader(""), interrupted, &errOut)
+	if code != exitInterrupted || !strings.Contains(errOut.String(), "interrupted") || strings.Count(errOut.String(), "\n") != 1 {
+		t.Fatalf("tail on Ctrl-C: exit %d, stderr %q", code, errOut.String())
+	}
+	if got := jsonLines[pges.RecordedEvent](t, interrupted.String()); len(got) == 0 {
+		t.Fatal("nothing written before the interruption")
+	}
+
+	wantError(t, esadmin(t, "", "events", "tail", "-t", id, "--stream", "a", "--stream-prefix", "b"), exitUsage, "exclude")
+	wantError(t, esadmin(t, "", "events", "tail", "-t", id, "--after", "5", "--from-beginning"), exitUsage, "exclude")
+	wantError(t, esadmin(t, "", "events", "tail", "-t", "no-such-tenant"), exitFailure, "not found")
+}
+
+func TestSubscriptionCommands(t *testing.T) {
+	p := pool(t)
+	ctx := context.Background()
+	const id = "cli-subs"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	var in strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&in, `{"type":"T","payload":{"i":%d}}`+"\n", i)
+	}
+	wantOK(t, esadmin(t, in.String(), "events", "append", "-t", id))
+	all := jsonLines[pges.RecordedEvent](t, esadmin(t, "", "replay", "-t", id).stdout)
+
+	// A SQL consumer that has read everything.
+	conn, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false), es.subscribe($1, 'proj', '{}')", id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT es.subscription_ack($1, 'proj', max(tx_id), max(position)) FROM es.subscription_next($1, 'proj', 100)`, id); err != nil {
+		t.Fatal(err)
+	}
+	lag := func() int64 {
+		r := esadmin(t, "", "subscription", "list", "-t", id, "--json")
+		wantOK(t, r)
+		list := jsonLines[pges.SubscriptionStatus](t, r.stdout)
+		if len(list) != 1 || list[0].Name != "proj" {
+			t.Fatalf("subscription list: %q", r.stdout)
+		}
+		return list[0].LagEvents
+	}
+	if n := lag(); n != 0 {
+		t.Fatalf("lag %d after reading everything", n)
+	}
+	r := esadmin(t, "", "subscription", "list", "-t", id)
+	wantOK(t, r)
+	if !strings.HasPrefix(r.stdout, "NAME") || !strings.Contains(r.stdout, "proj") {
+		t.Fatalf("table: %q", r.stdout)
+	}
+
+	wantOK(t, esadmin(t, "", "subscription", "reset", "-t", id, "--position", fmt.Sprint(all[15].Position), "proj"))
+	if n := lag(); n < 5 {
+		t.Fatalf("lag %d after a reset to the 16th event, want at least 5", n)
+	}
+	wantOK(t, esadmin(t, "", "replay", "-t", id, "--rewind", "proj"))
+	if n := lag(); n != 20 {
+		t.Fatalf("lag %d after a rewind to the beginning, want 20", n)
+	}
+	wantOK(t, esadmin(t, "", "replay", "-t", id, "--rewind", "proj", "--after", fmt.Sprint(all[18].Position)))
+	if n := lag(); n < 1 || n > 20 {
+		t.Fatalf("lag %d after a rewind past the 19th event", n)
+	}
+	wantError(t, esadmin(t, "", "replay", "-t", id, "--rewind", "proj", "--stream", "s"), exitUsage, "--rewind")
+	wantError(t, esadmin(t, "", "subscription", "reset", "-t", id, "nope"), exitFailure, "subscription not found")
+	wantError(t, esadmin(t, "", "subscription", "reset", "-t", id), exitUsage, "one subscription name")
+	wantError(t, esadmin(t, "", "subscription", "reset", "-t", id, "proj", "--position", "3"), exitUsage, "flags before the name")
+
+	r = esadmin(t, "", "subscription", "dead-letters", "-t", id, "proj")
+	wantOK(t, r)
+	if r.stdout != "" {
+		t.Fatalf("dead letters: %q", r.stdout)
+	}
+	if r := esadmin(t, "no\n", "subscription", "delete", "-t", id, "proj"); r.code != exitUsage || !strings.Contains(r.stderr, "Type proj to confirm: esadmin: not confirmed") {
+		t.Fatalf("unconfirmed delete: %+v", r)
+	}
+	if n := count(t, p, "SELECT count(*) FROM es.subscriptions WHERE tenant_id = $1", id); n != 1 {
+		t.Fatalf("an unconfirmed delete deleted")
+	}
+	wantOK(t, esadmin(t, "", "subscription", "delete", "-t", id, "--yes", "proj"))
+	if n := count(t, p, "SELECT count(*) FROM es.subscriptions WHERE tenant_id = $1", id); n != 0 {
+		t.Fatalf("subscription still there after delete")
+	}
+}
+
+func TestMigrateDryRunChangesNothing(t *testing.T) {
+	before := esadmin(t, "", "migrate", "version").stdout
+	r := esadmin(t, "", "migrate", "up", "--dry-run")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "nothing to do") {
+		t.Fatalf("dry-run up on a current schema: %q", r.stdout)
+	}
+	r = esadmin(t, "", "migrate", "down", "--dry-run")
+	wantOK(t, r)
+	if !strings.HasPrefix(r.stdout, "-- down "+strings.TrimSpace(before)) || !strings.Contains(r.stdout, "DROP ") || strings.Contains(r.stdout, "+goose") {
+		t.Fatalf("dry-run down printed %q", r.stdout)
+	}
+	if after := esadmin(t, "", "migrate", "version").stdout; after != before {
+		t.Fatalf("version %q after dry runs, was %q", after, before)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh"} {
+		r := runRaw(t, "", "completion", shell)
+		wantOK(t, r)
+		if !strings.Contains(r.stdout, "complete -o default -F _esadmin_complete esadmin") {
+			t.Errorf("%s completion: %q", shell, r.stdout)
+		}
+	}
+	wantError(t, runRaw(t, "", "completion", "fish"), exitUsage, "bash or zsh")
+	// urfave/cli reads the words being completed from os.Args.
+	defer func(args []string) { os.Args = args }(os.Args)
+	os.Args = []string{"esadmin", "subscription", "--generate-bash-completion"}
+	r := runRaw(t, "", os.Args[1:]...)
+	if r.code != exitOK || !strings.Contains(r.stdout, "reset") || !strings.Contains(r.stdout, "dead-letters") {
+		t.Fatalf("completion candidates: %+v", r)
 	}
 }

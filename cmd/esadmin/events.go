@@ -183,6 +183,7 @@ func eventsCommand() *cli.Command {
 					})
 				},
 			},
+			tailCommand(),
 		},
 	}
 }

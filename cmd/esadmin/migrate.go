@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
+	"path"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/eventstore-go/pges"
@@ -9,6 +12,32 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/urfave/cli/v2"
 )
+
+var dryRun = &cli.BoolFlag{Name: "dry-run", Usage: "print the SQL that would run, change nothing"}
+
+// printSQL prints the Up or Down section of a migration, as goose would run
+// it, without its annotations.
+func printSQL(c *cli.Context, src *goose.Source, section string) error {
+	body, err := fs.ReadFile(pges.Migrations(), path.Base(src.Path))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "-- %s %d %s\n", strings.ToLower(section), src.Version, path.Base(src.Path))
+	in := false
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "-- +goose ") {
+			switch strings.TrimPrefix(line, "-- +goose ") {
+			case "Up", "Down":
+				in = strings.TrimPrefix(line, "-- +goose ") == section
+			}
+			continue
+		}
+		if in {
+			fmt.Fprintln(c.App.Writer, line)
+		}
+	}
+	return nil
+}
 
 func migrateCommand() *cli.Command {
 	withProvider := func(c *cli.Context, fn func(p *goose.Provider) error) error {
@@ -40,9 +69,29 @@ func migrateCommand() *cli.Command {
 			{
 				Name:      "up",
 				Usage:     "apply all pending migrations",
-				UsageText: "esadmin migrate up",
+				UsageText: "esadmin migrate up [--dry-run]",
+				Flags:     []cli.Flag{dryRun},
 				Action: func(c *cli.Context) error {
 					return withProvider(c, func(p *goose.Provider) error {
+						if c.Bool("dry-run") {
+							st, err := p.Status(c.Context)
+							if err != nil {
+								return err
+							}
+							n := 0
+							for _, s := range st {
+								if s.State == goose.StatePending {
+									n++
+									if err := printSQL(c, s.Source, "Up"); err != nil {
+										return err
+									}
+								}
+							}
+							if n == 0 {
+								fmt.Fprintln(c.App.Writer, "-- nothing to do: the schema is current")
+							}
+							return nil
+						}
 						res, err := p.Up(c.Context)
 						printResults(c, res)
 						return err
@@ -52,9 +101,23 @@ func migrateCommand() *cli.Command {
 			{
 				Name:      "down",
 				Usage:     "roll back the latest migration (destroys what it created)",
-				UsageText: "esadmin migrate down",
+				UsageText: "esadmin migrate down [--dry-run]",
+				Flags:     []cli.Flag{dryRun},
 				Action: func(c *cli.Context) error {
 					return withProvider(c, func(p *goose.Provider) error {
+						if c.Bool("dry-run") {
+							v, err := p.GetDBVersion(c.Context)
+							if err != nil {
+								return err
+							}
+							for _, s := range p.ListSources() {
+								if s.Version == v {
+									return printSQL(c, s, "Down")
+								}
+							}
+							fmt.Fprintln(c.App.Writer, "-- nothing to roll back")
+							return nil
+						}
 						res, err := p.Down(c.Context)
 						if res != nil {
 							printResults(c, []*goose.MigrationResult{res})

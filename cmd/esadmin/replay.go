@@ -25,8 +25,11 @@ func replayCommand() *cli.Command {
 		Usage: "write a tenant's, a stream's or a query's events over a position or time range to stdout as JSON Lines",
 		UsageText: `esadmin replay -t acme > acme.jsonl
    esadmin replay -t acme --stream order-1 --since 2026-11-01T00:00:00Z
-   esadmin replay -t acme --tag course:c1 --after 1200 --until 5000`,
-		Description: "Shows a progress bar with rate and ETA on stderr when it is a terminal; quiet when piped. Ctrl-C stops cleanly (exit code 130).",
+   esadmin replay -t acme --tag course:c1 --after 1200 --until 5000
+   esadmin replay -t acme --rewind projector --since 2026-11-01T00:00:00Z`,
+		Description: "Shows a progress bar with rate and ETA on stderr when it is a terminal; quiet when piped. Ctrl-C stops cleanly (exit code 130). " +
+			"With --rewind NAME it writes nothing and instead moves subscription NAME's checkpoint back so that its consumer delivers the events " +
+			"after --after (or since --since; neither: all) again, to rebuild its projection.",
 		Flags: []cli.Flag{
 			tenantFlag,
 			&cli.StringFlag{Name: "stream", Usage: "only this stream"},
@@ -35,8 +38,19 @@ func replayCommand() *cli.Command {
 			&cli.Int64Flag{Name: "until", Usage: "only events up to this position (0: the head)"},
 			&cli.TimestampFlag{Name: "since", Layout: time.RFC3339, Usage: "only events recorded at or after this time (RFC 3339)"},
 			&cli.TimestampFlag{Name: "before", Layout: time.RFC3339, Usage: "only events recorded before this time (RFC 3339)"},
+			&cli.StringFlag{Name: "rewind", Usage: "rewind this subscription to --after or --since instead of writing events"},
 		},
 		Action: func(c *cli.Context) error {
+			if name := c.String("rewind"); name != "" {
+				if c.IsSet("stream") || c.IsSet("type") || c.IsSet("tag") || c.IsSet("until") || c.IsSet("before") {
+					return usagef("--rewind takes only --after or --since: a subscription keeps its own filter")
+				}
+				from := int64(0)
+				if after := c.Int64("after"); after > 0 {
+					from = after + 1
+				}
+				return rewind(c, name, from, c.Timestamp("since"))
+			}
 			stream, query, err := streamOrQuery(c)
 			if err != nil {
 				return err

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/eventstore-go/pges/tenant"
@@ -194,10 +192,8 @@ func tenantCommand() *cli.Command {
 						return usageError{err.Error()}
 					}
 					if !c.Bool("yes") {
-						fmt.Fprintf(c.App.ErrWriter, "This deletes tenant %q and all its events. Type the tenant id to confirm: ", id)
-						line, _ := bufio.NewReader(c.App.Reader).ReadString('\n')
-						if strings.TrimSpace(line) != id {
-							return usagef("not confirmed: nothing was dropped (use --yes in scripts)")
+						if err := confirm(c, fmt.Sprintf("This deletes tenant %q and all its events.", id), id); err != nil {
+							return err
 						}
 					}
 					return withManager(c, func(m *tenant.Manager) error {
