@@ -1,6 +1,7 @@
 // Command quickstart is the README's Go example as a whole program: it
 // migrates, creates a tenant, appends to a stream, rebuilds an aggregate from
-// a snapshot, and makes a DCB decision. `make demo` runs it.
+// a snapshot, makes a DCB decision, and feeds a durable subscription. `make
+// demo` runs it.
 //
 //	DATABASE_URL=postgres://postgres@127.0.0.1:5432/pges_demo go run ./examples/quickstart
 package main
@@ -16,6 +17,7 @@ import (
 
 	"github.com/eventstore-go/pges"
 	"github.com/eventstore-go/pges/tenant"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -109,6 +111,22 @@ func main() {
 		check(err)
 		fmt.Printf("%s: subscribed\n", student)
 	}
+
+	// Subscriptions: a durable subscription catches up from its checkpoint,
+	// then follows new events live. Here it stops shortly after it has seen
+	// this run's order (its checkpoint is stored with each batch).
+	subCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	err = acme.Subscribe(subCtx, pges.SubscriptionConfig{Name: "orders-placed",
+		Filter: pges.SubscriptionFilter{Types: []string{"OrderPlaced"}},
+		Handler: func(ctx context.Context, tx pgx.Tx, e pges.RecordedEvent) error {
+			fmt.Printf("subscription orders-placed: %s of %s at position %d\n", e.Type, e.StreamID, e.Position)
+			if e.Position == res.Positions[0] {
+				time.AfterFunc(300*time.Millisecond, stop)
+			}
+			return nil
+		}})
+	check(err)
 }
 
 func check(err error) {
