@@ -741,3 +741,47 @@ func TestSubscriptionFailoverChild(t *testing.T) {
 		}})
 	t.Fatal("the child consumer stopped:", err, strconv.Quote(table))
 }
+
+// The trigger notifies channel es_events with the tenant id on commit,
+// and not at all for a session or transaction with es.push = off.
+func TestNotifyTriggerAndPushOff(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "LISTEN es_events"); err != nil {
+		t.Fatal(err)
+	}
+	next := func(d time.Duration) (string, bool) {
+		wctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		n, err := conn.WaitForNotification(wctx)
+		if err != nil {
+			return "", false
+		}
+		return n.Payload, true
+	}
+	tx, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SET LOCAL es.push = off"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT es.append_events(set_config('es.tenant_id', $1, true), '[{"type":"Quiet","payload":{}}]')`, ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := next(300 * time.Millisecond); ok {
+		t.Fatalf("notified %q for an append with es.push = off", p)
+	}
+	appendDCB(t, ts, ev("Loud", 1))
+	if p, ok := next(5 * time.Second); !ok || p != ts.TenantID() {
+		t.Fatalf("notification %q (%v), want the tenant id", p, ok)
+	}
+}

@@ -39,6 +39,13 @@ var all = []scenario{
 // stream with an exact expected version; the baseline inserts the same rows.
 func prepareAppend(batchSize int) func(ctx context.Context, r *runner, clients int) (op, op, error) {
 	return func(ctx context.Context, r *runner, clients int) (op, op, error) {
+		return prepareAppendTo(r.store, batchSize)(ctx, r, clients)
+	}
+}
+
+// prepareAppendTo is prepareAppend through a store of the caller's.
+func prepareAppendTo(store *pges.TenantStore, batchSize int) func(ctx context.Context, r *runner, clients int) (op, op, error) {
+	return func(ctx context.Context, r *runner, clients int) (op, op, error) {
 		versions := make([]int64, clients)
 		phase := r.phase()
 		stream := func(c int) string { return fmt.Sprintf("%s-append%d-%dc-%d", phase, batchSize, clients, c) }
@@ -47,7 +54,7 @@ func prepareAppend(batchSize int) func(ctx context.Context, r *runner, clients i
 			for i := range batch {
 				batch[i] = event(c, call, i)
 			}
-			res, err := r.store.AppendToStream(ctx, stream(c), pges.Exactly(versions[c]), batch...)
+			res, err := store.AppendToStream(ctx, stream(c), pges.Exactly(versions[c]), batch...)
 			if err != nil {
 				return 0, err
 			}

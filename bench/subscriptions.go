@@ -11,6 +11,7 @@ import (
 
 	"github.com/eventstore-go/pges"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func init() {
@@ -27,10 +28,11 @@ func init() {
 type pushMode int
 
 const (
-	// pushOff disables the events_notify trigger for the phase.
+	// pushOff appends through connections with es.push = off: the
+	// events_notify trigger skips NOTIFY for them (and for nobody else).
 	pushOff pushMode = iota
-	// pushListened keeps it and has one connection LISTEN and drain the
-	// notifications, so that NOTIFY's full cost is paid.
+	// pushListened notifies as usual, with one connection LISTENing and
+	// draining the notifications, so that NOTIFY's full cost is paid.
 	pushListened
 	// pushSubscribed runs a live subscription (no-op handler) on the bench
 	// tenant instead: notifications plus the reads they cause.
@@ -41,20 +43,25 @@ const (
 // on, or on with a subscriber; the baseline is the plain INSERT.
 func preparePush(mode pushMode) func(ctx context.Context, r *runner, clients int) (op, op, error) {
 	return func(ctx context.Context, r *runner, clients int) (op, op, error) {
-		enable := "ENABLE"
-		if mode == pushOff {
-			enable = "DISABLE"
-		}
-		if _, err := r.pool.Exec(ctx, "ALTER TABLE es.events "+enable+" TRIGGER events_notify"); err != nil {
-			return nil, nil, fmt.Errorf("switching push (the bench runs as the schema owner): %w", err)
-		}
-		r.onDone(func(*Result) {
-			_, _ = r.pool.Exec(context.Background(), "ALTER TABLE es.events ENABLE TRIGGER events_notify")
-		})
+		store := r.store
 		bg, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		r.onDone(func(*Result) { stop(); wg.Wait() })
 		switch mode {
+		case pushOff:
+			cfg := r.pool.Config()
+			cfg.ConnConfig.RuntimeParams["es.push"] = "off"
+			cfg.MaxConns = int32(clients + 2)
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			r.onDone(func(*Result) { pool.Close() })
+			s, err := pges.New(pool, nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			store = s.Tenant(Tenant)
 		case pushListened:
 			conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
 			if err != nil {
@@ -79,7 +86,7 @@ func preparePush(mode pushMode) func(ctx context.Context, r *runner, clients int
 					Handler: func(context.Context, pgx.Tx, pges.RecordedEvent) error { return nil }})
 			}()
 		}
-		storeOp, _, err := prepareAppend(1)(ctx, r, clients)
+		storeOp, _, err := prepareAppendTo(store, 1)(ctx, r, clients)
 		return storeOp, insertOne(r), err
 	}
 }

@@ -34,6 +34,11 @@ RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, 
 DECLARE
     v_tenant text := coalesce(current_setting('es.tenant_id', true), '');
 BEGIN
+    -- es.push = off skips the notification for this session or transaction
+    -- (bulk loads, the bench's push-off phase); subscribers still poll.
+    IF current_setting('es.push', true) = 'off' THEN
+        RETURN NULL;
+    END IF;
     IF pg_try_advisory_xact_lock(es.lock_key(v_tenant, 'n', '')) THEN
         PERFORM pg_notify('es_events', v_tenant);
     END IF;
