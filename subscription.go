@@ -457,7 +457,7 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 				return err
 			}
 			woke = woke || woken
-			pollBackoff = min(pollBackoff*3/2, maxPoll)
+			pollBackoff = min(pollBackoff*5/4, maxPoll)
 			continue
 		}
 		pendingXid, pollBackoff = 0, minPoll

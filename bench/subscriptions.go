@@ -31,8 +31,8 @@ const (
 	// pushOff appends through connections with es.push = off: the
 	// events_notify trigger skips NOTIFY for them (and for nobody else).
 	pushOff pushMode = iota
-	// pushListened notifies as usual, with one connection LISTENing and
-	// draining the notifications, so that NOTIFY's full cost is paid.
+	// pushListened notifies as usual; the LISTENing connection that every
+	// mode runs receives the notifications.
 	pushListened
 	// pushSubscribed runs a live subscription (no-op handler) on the bench
 	// tenant instead: notifications plus the reads they cause.
@@ -47,6 +47,24 @@ func preparePush(mode pushMode) func(ctx context.Context, r *runner, clients int
 		bg, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		r.onDone(func(*Result) { stop(); wg.Wait() })
+		// One connection LISTENs and drains notifications in every mode, so
+		// that off and on differ by the notifications alone.
+		conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := conn.Exec(ctx, "LISTEN es_events"); err != nil {
+			conn.Close(ctx)
+			return nil, nil, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close(context.Background())
+			for bg.Err() == nil {
+				_, _ = conn.WaitForNotification(bg)
+			}
+		}()
 		switch mode {
 		case pushOff:
 			cfg := r.pool.Config()
@@ -62,22 +80,6 @@ func preparePush(mode pushMode) func(ctx context.Context, r *runner, clients int
 				return nil, nil, err
 			}
 			store = s.Tenant(Tenant)
-		case pushListened:
-			conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
-			if err != nil {
-				return nil, nil, err
-			}
-			if _, err := conn.Exec(ctx, "LISTEN es_events"); err != nil {
-				return nil, nil, err
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer conn.Close(context.Background())
-				for bg.Err() == nil {
-					_, _ = conn.WaitForNotification(bg)
-				}
-			}()
 		case pushSubscribed:
 			wg.Add(1)
 			go func() {
