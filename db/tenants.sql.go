@@ -154,6 +154,47 @@ func (q *Queries) ExportSnapshots(ctx context.Context, db DBTX, tenantID string)
 	return items, nil
 }
 
+const exportSubscriptions = `-- name: ExportSubscriptions :many
+SELECT s.name, s.filter::text AS filter,
+       coalesce((SELECT e.event_id::text FROM es.events e
+         WHERE e.tenant_id = s.tenant_id
+           AND e.position < coalesce((SELECT min(u.position) FROM es.events u
+                                       WHERE u.tenant_id = s.tenant_id
+                                         AND (u.tx_id, u.position) > (s.checkpoint_tx, s.checkpoint_position)),
+                                     9223372036854775807)
+         ORDER BY e.position DESC LIMIT 1), '')::text AS delivered_through
+FROM es.subscriptions s WHERE s.tenant_id = $1 ORDER BY s.name
+`
+
+type ExportSubscriptionsRow struct {
+	Name             string
+	Filter           string
+	DeliveredThrough string
+}
+
+// Each subscription with the last event up to which every event has been
+// delivered: the one before the lowest position after the checkpoint
+// (” when none).
+func (q *Queries) ExportSubscriptions(ctx context.Context, db DBTX, tenantID string) ([]ExportSubscriptionsRow, error) {
+	rows, err := db.Query(ctx, exportSubscriptions, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ExportSubscriptionsRow
+	for rows.Next() {
+		var i ExportSubscriptionsRow
+		if err := rows.Scan(&i.Name, &i.Filter, &i.DeliveredThrough); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getTenant = `-- name: GetTenant :one
 SELECT tenant_id, name, status, created_at FROM es.tenants WHERE tenant_id = $1
 `
@@ -198,6 +239,22 @@ type ImportSnapshotsParams struct {
 
 func (q *Queries) ImportSnapshots(ctx context.Context, db DBTX, arg ImportSnapshotsParams) (int64, error) {
 	row := db.QueryRow(ctx, importSnapshots, arg.TenantID, arg.Rows)
+	var imported int64
+	err := row.Scan(&imported)
+	return imported, err
+}
+
+const importSubscriptions = `-- name: ImportSubscriptions :one
+SELECT es.import_subscriptions($1::text, $2::jsonb)::bigint AS imported
+`
+
+type ImportSubscriptionsParams struct {
+	TenantID string
+	Rows     []byte
+}
+
+func (q *Queries) ImportSubscriptions(ctx context.Context, db DBTX, arg ImportSubscriptionsParams) (int64, error) {
+	row := db.QueryRow(ctx, importSubscriptions, arg.TenantID, arg.Rows)
 	var imported int64
 	err := row.Scan(&imported)
 	return imported, err

@@ -421,6 +421,49 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- es.import_subscriptions creates the subscriptions of a tenant export
+-- (admin path, run by tenant.Manager.Import in the import's transaction):
+-- p_rows is a JSON array of {"name", "filter", "delivered_through"}, the id
+-- of the last event of the exporting database up to which every event had
+-- been delivered (null: none). Transaction ids do not travel between
+-- databases, so the checkpoint becomes that event's key here: a
+-- subscription resumes with the events after it, and events the source had
+-- delivered out of position order past it are delivered again
+-- (at-least-once). Subscriptions the tenant already has are left as they
+-- are. Returns how many were created.
+-- +goose StatementBegin
+CREATE FUNCTION es.import_subscriptions(p_tenant_id text, p_rows jsonb)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_row jsonb;
+    v_tx xid8;
+    v_position bigint;
+    v_count bigint := 0;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    FOR v_row IN SELECT value FROM jsonb_array_elements(p_rows) LOOP
+        PERFORM es.check_filter(v_row->'filter');
+        v_tx := '0';
+        v_position := 0;
+        IF v_row->>'delivered_through' IS NOT NULL THEN
+            SELECT e.tx_id, e.position INTO v_tx, v_position FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.event_id = (v_row->>'delivered_through')::uuid;
+            IF NOT FOUND THEN
+                PERFORM es.raise('ES004', format('subscription %L: its last delivered event %s is not in the import',
+                                                 v_row->>'name', v_row->>'delivered_through'));
+            END IF;
+        END IF;
+        INSERT INTO es.subscriptions (tenant_id, name, filter, checkpoint_tx, checkpoint_position, last_position)
+        VALUES (p_tenant_id, v_row->>'name', v_row->'filter', v_tx, v_position, v_position)
+        ON CONFLICT (tenant_id, name) DO NOTHING;
+        IF FOUND THEN
+            v_count := v_count + 1;
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END $$;
+-- +goose StatementEnd
+
 -- Tenant isolation as in 00004: row-level security for the runtime role,
 -- the API as SECURITY DEFINER checking its tenant argument.
 GRANT SELECT ON es.subscriptions, es.dead_letters TO es_runtime;
@@ -446,9 +489,10 @@ ALTER FUNCTION es.list_dead_letters(text, text) SECURITY DEFINER SET search_path
 ALTER FUNCTION es.subscription_next(text, text, int) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION es.subscription_ack(text, text, xid8, bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION es.log_key_at(text, bigint, timestamptz) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-REVOKE EXECUTE ON FUNCTION es.notify_events(), es.check_filter(jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION es.notify_events(), es.check_filter(jsonb), es.import_subscriptions(text, jsonb) FROM PUBLIC;
 
 -- +goose Down
+DROP FUNCTION es.import_subscriptions(text, jsonb);
 DROP FUNCTION es.subscription_ack(text, text, xid8, bigint);
 DROP FUNCTION es.subscription_next(text, text, int);
 DROP FUNCTION es.list_dead_letters(text, text);

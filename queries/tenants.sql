@@ -39,3 +39,20 @@ SELECT es.import_snapshots(@tenant_id::text, @rows::jsonb)::bigint AS imported;
 -- name: CountTenantRows :one
 SELECT (SELECT count(*) FROM es.events e WHERE e.tenant_id = @tenant_id::text)::bigint AS events,
        (SELECT count(*) FROM es.snapshots s WHERE s.tenant_id = @tenant_id::text)::bigint AS snapshots;
+
+-- name: ExportSubscriptions :many
+-- Each subscription with the last event up to which every event has been
+-- delivered: the one before the lowest position after the checkpoint
+-- ('' when none).
+SELECT s.name, s.filter::text AS filter,
+       coalesce((SELECT e.event_id::text FROM es.events e
+         WHERE e.tenant_id = s.tenant_id
+           AND e.position < coalesce((SELECT min(u.position) FROM es.events u
+                                       WHERE u.tenant_id = s.tenant_id
+                                         AND (u.tx_id, u.position) > (s.checkpoint_tx, s.checkpoint_position)),
+                                     9223372036854775807)
+         ORDER BY e.position DESC LIMIT 1), '')::text AS delivered_through
+FROM es.subscriptions s WHERE s.tenant_id = @tenant_id ORDER BY s.name;
+
+-- name: ImportSubscriptions :one
+SELECT es.import_subscriptions(@tenant_id::text, @rows::jsonb)::bigint AS imported;

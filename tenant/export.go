@@ -16,8 +16,11 @@ import (
 )
 
 // The export format: JSON Lines, one record per line, each with a "kind":
-// a header, the tenant's events in position order, its snapshots, and a
-// trailer with the counts an import verifies. Payloads, metadata and states
+// a header, the tenant's events in position order, its snapshots, its
+// subscriptions (name, filter, and the id of the last event up to which
+// every event had been delivered: transaction ids do not travel between
+// databases), and a trailer with the counts an import verifies. Dead
+// letters are not exported. Payloads, metadata and states
 // are PostgreSQL's own jsonb text, so an export of an import is identical
 // but for the header and the positions (drawn anew, in the same order).
 const exportFormat = 1
@@ -45,14 +48,20 @@ type exportLine struct {
 	State         json.RawMessage `json:"state,omitempty"`
 	CreatedAt     time.Time       `json:"created_at,omitzero"`
 
-	// trailer
-	Events    *int64 `json:"events,omitempty"`
-	Snapshots *int64 `json:"snapshots,omitempty"`
+	// subscription (and Name)
+	Filter           json.RawMessage `json:"filter,omitempty"`
+	DeliveredThrough *uuid.UUID      `json:"delivered_through,omitempty"`
+
+	// trailer; Subscriptions is absent from exports made before
+	// subscriptions existed, which hold none.
+	Events        *int64 `json:"events,omitempty"`
+	Snapshots     *int64 `json:"snapshots,omitempty"`
+	Subscriptions *int64 `json:"subscriptions,omitempty"`
 }
 
 // ExportResult counts what an export wrote.
 type ExportResult struct {
-	Events, Snapshots int64
+	Events, Snapshots, Subscriptions int64
 }
 
 // ErrTenantNotEmpty: an import into a tenant that already holds events or
@@ -112,7 +121,25 @@ func (m *Manager) Export(ctx context.Context, id string, w io.Writer) (ExportRes
 		}
 		res.Snapshots++
 	}
-	if err := enc.Encode(exportLine{Kind: "trailer", Events: &res.Events, Snapshots: &res.Snapshots}); err != nil {
+	subs, err := m.queries.ExportSubscriptions(ctx, tx, id)
+	if err != nil {
+		return res, pges.TranslateError(err)
+	}
+	for _, sub := range subs {
+		line := exportLine{Kind: "subscription", Name: sub.Name, Filter: json.RawMessage(sub.Filter)}
+		if sub.DeliveredThrough != "" {
+			u, err := uuid.Parse(sub.DeliveredThrough)
+			if err != nil {
+				return res, err
+			}
+			line.DeliveredThrough = &u
+		}
+		if err := enc.Encode(line); err != nil {
+			return res, err
+		}
+		res.Subscriptions++
+	}
+	if err := enc.Encode(exportLine{Kind: "trailer", Events: &res.Events, Snapshots: &res.Snapshots, Subscriptions: &res.Subscriptions}); err != nil {
 		return res, err
 	}
 	return res, bw.Flush()
@@ -130,15 +157,17 @@ type ImportOptions struct {
 
 // ImportResult counts what an import wrote.
 type ImportResult struct {
-	Tenant            string
-	Events, Snapshots int64
+	Tenant                           string
+	Events, Snapshots, Subscriptions int64
 	// Skipped counts events a merge left out because the tenant had them.
 	Skipped int64
 }
 
 // Import reads an export and writes it into a tenant in one transaction:
 // the events in their exported order (with positions drawn anew), and the
-// counts must match the export's trailer, or nothing is written. The tenant
+// counts must match the export's trailer, or nothing is written.
+// Subscriptions resume after the last event the source had delivered every
+// event up to; those the tenant already has are kept. The tenant
 // is created, with the exported name, if it does not exist. While it runs,
 // the tenant's appends and reads for a head wait for it.
 func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (ImportResult, error) {
@@ -199,7 +228,7 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (
 		return res, fmt.Errorf("tenant %s holds %d events and %d snapshots: %w (merge to import anyway)", res.Tenant, have.Events, have.Snapshots, ErrTenantNotEmpty)
 	}
 
-	var events, snapshots []exportLine
+	var events, snapshots, subscriptions []exportLine
 	var eventsRead, snapshotsRead int64
 	flush := func() error {
 		if len(events) > 0 {
@@ -241,6 +270,8 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (
 		case "snapshot":
 			snapshots = append(snapshots, l)
 			snapshotsRead++
+		case "subscription":
+			subscriptions = append(subscriptions, l) // few: imported last, once every event is in
 		case "trailer":
 			trailer = &l
 		default:
@@ -258,9 +289,21 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, opts ImportOptions) (
 	if trailer == nil || trailer.Events == nil || trailer.Snapshots == nil {
 		return res, errors.New("import: the export has no trailer (truncated?): nothing was imported")
 	}
-	if *trailer.Events != eventsRead || *trailer.Snapshots != snapshotsRead {
-		return res, fmt.Errorf("import: the export lists %d events and %d snapshots but holds %d and %d: nothing was imported",
-			*trailer.Events, *trailer.Snapshots, eventsRead, snapshotsRead)
+	subsListed := int64(0)
+	if trailer.Subscriptions != nil {
+		subsListed = *trailer.Subscriptions
+	}
+	if *trailer.Events != eventsRead || *trailer.Snapshots != snapshotsRead || subsListed != int64(len(subscriptions)) {
+		return res, fmt.Errorf("import: the export lists %d events, %d snapshots and %d subscriptions but holds %d, %d and %d: nothing was imported",
+			*trailer.Events, *trailer.Snapshots, subsListed, eventsRead, snapshotsRead, len(subscriptions))
+	}
+	if len(subscriptions) > 0 {
+		b, _ := json.Marshal(subscriptions)
+		n, err := m.queries.ImportSubscriptions(ctx, tx, db.ImportSubscriptionsParams{TenantID: res.Tenant, Rows: b})
+		if err != nil {
+			return res, pges.TranslateError(err)
+		}
+		res.Subscriptions = n
 	}
 	res.Skipped = eventsRead - res.Events
 	if !opts.Merge && res.Skipped != 0 {
