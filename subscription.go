@@ -153,6 +153,10 @@ func (e *HandlerError) Unwrap() error { return e.Err }
 // ErrSubscriptionNotFound: no subscription of this name in the tenant.
 var ErrSubscriptionNotFound = errors.New("subscription not found")
 
+// errReload sends a consumer back to take its lease and stored checkpoint
+// again.
+var errReload = errors.New("subscription checkpoint must be reloaded")
+
 // ErrLeaseLost: another consumer took over a subscription's lease, or it
 // was reset, before this consumer could store its checkpoint. Subscribe
 // handles it (the batch rolls back and the consumer stands by); SQL
@@ -265,13 +269,17 @@ func (s *subscriber) run(ctx context.Context, w *waiter) error {
 			return s.stopped(ctx, err)
 		}
 		err = s.deliverLoop(ctx, w, &cp)
-		if errors.Is(err, ErrLeaseLost) {
+		switch {
+		case errors.Is(err, ErrLeaseLost):
 			s.log.Info("subscription lease lost, standing by", "subscription", s.name, "owner", s.cfg.Owner)
 			continue
+		case errors.Is(err, errReload):
+			s.log.Warn("subscription: commit outcome unknown, reloading the checkpoint", "subscription", s.name, "err", err)
+			continue
 		}
-		if ctx.Err() != nil {
-			s.release(cp) // cp has been moved by deliverLoop
-		}
+		// Whatever ended it, hand the lease over at once (cp has been
+		// moved by deliverLoop).
+		s.release(cp)
 		return s.stopped(ctx, err)
 	}
 }
@@ -346,7 +354,7 @@ func (s *subscriber) checkpointParams(cp logKey, lastPosition int64) db.CommitCh
 // until its horizon passes that id: until every such writer has ended and
 // been read.
 func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) error {
-	q, pool := s.t.store.queries, s.t.store.pool
+	q := s.t.store.queries
 	var (
 		woke        = true // read once at start as if woken
 		pendingXid  int64  // keep polling until the horizon reaches it
@@ -376,7 +384,13 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			return ctx.Err()
 		}
 		if s.durable() && time.Since(lastRenew) >= renewEvery {
-			if err := q.CommitCheckpoint(ctx, pool, s.checkpointParams(cp, 0)); err != nil {
+			err := errors.New("no connection")
+			if conn, cerr := reader.connection(ctx); cerr != nil {
+				err = cerr
+			} else if err = q.CommitCheckpoint(ctx, conn, s.checkpointParams(cp, 0)); err != nil {
+				reader.close()
+			}
+			if err != nil {
 				if err = translate(err, ""); errors.Is(err, ErrLeaseLost) {
 					return err
 				}
@@ -402,7 +416,7 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			pendingXid, woke = max(pendingXid, h.NextXid), false
 		}
 		if len(rows) > 0 {
-			next, failed, err := s.deliver(ctx, rows, parked)
+			next, failed, err := s.deliver(ctx, reader, rows, parked)
 			switch {
 			case failed != nil:
 				if failed.index > 0 {
@@ -426,7 +440,7 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 				}
 				continue
 			case err != nil:
-				if errors.Is(err, ErrLeaseLost) {
+				if errors.Is(err, ErrLeaseLost) || errors.Is(err, errReload) {
 					return err
 				}
 				if err := transient(err); err != nil {
@@ -484,32 +498,45 @@ type logReader struct {
 	params   db.ReadLogParams
 }
 
-func (r *logReader) read(ctx context.Context, after logKey, limit int) ([]db.ReadLogRow, error) {
+// connection returns the reader's connection, scoped to the tenant,
+// acquiring it on first use. A running subscription holds this one pool
+// connection for its reads, its batches and its lease renewals.
+func (r *logReader) connection(ctx context.Context) (*pgxpool.Conn, error) {
+	if r.conn != nil {
+		return r.conn, nil
+	}
 	q := r.s.t.store.queries
-	if r.conn == nil {
-		conn, err := r.s.t.store.pool.Acquire(ctx)
-		if err != nil {
-			return nil, err
+	conn, err := r.s.t.store.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := q.ScopeSession(ctx, conn, r.s.t.tenantID)
+	if err != nil {
+		_ = conn.Conn().Close(context.WithoutCancel(ctx)) // never pool a connection in doubt
+		conn.Release()
+		return nil, err
+	}
+	r.conn, r.planMode = conn, prev
+	f := r.s.cfg.Filter
+	r.params = db.ReadLogParams{TenantID: r.s.t.tenantID, Types: f.Types, Tags: f.Tags, Members: 1,
+		StreamID: pgtype.Text{String: f.StreamID, Valid: f.StreamID != ""}, StreamPrefix: pgtype.Text{String: f.StreamPrefix, Valid: f.StreamPrefix != ""}}
+	if g := f.Group; g != nil {
+		r.params.Members, r.params.Member = int32(g.Members), int32(g.Member)
+		if prefix, ok := strings.CutPrefix(g.Key, "tag:"); ok {
+			r.params.TagPrefix = pgtype.Text{String: prefix, Valid: true}
 		}
-		prev, err := q.ScopeSession(ctx, conn, r.s.t.tenantID)
-		if err != nil {
-			conn.Release()
-			return nil, err
-		}
-		r.conn, r.planMode = conn, prev
-		f := r.s.cfg.Filter
-		r.params = db.ReadLogParams{TenantID: r.s.t.tenantID, Types: f.Types, Tags: f.Tags, Members: 1,
-			StreamID: pgtype.Text{String: f.StreamID, Valid: f.StreamID != ""}, StreamPrefix: pgtype.Text{String: f.StreamPrefix, Valid: f.StreamPrefix != ""}}
-		if g := f.Group; g != nil {
-			r.params.Members, r.params.Member = int32(g.Members), int32(g.Member)
-			if prefix, ok := strings.CutPrefix(g.Key, "tag:"); ok {
-				r.params.TagPrefix = pgtype.Text{String: prefix, Valid: true}
-			}
-		}
+	}
+	return conn, nil
+}
+
+func (r *logReader) read(ctx context.Context, after logKey, limit int) ([]db.ReadLogRow, error) {
+	conn, err := r.connection(ctx)
+	if err != nil {
+		return nil, err
 	}
 	p := r.params
 	p.AfterTx, p.AfterPosition, p.MaxCount = after.tx, after.pos, int32(limit)
-	rows, err := q.ReadLog(ctx, r.conn, p)
+	rows, err := r.s.t.store.queries.ReadLog(ctx, conn, p)
 	if err != nil {
 		r.close()
 	}
@@ -541,10 +568,21 @@ type deliveryFailure struct {
 
 // deliver handles rows in one transaction and moves the checkpoint to the
 // last of them. Events in parked are recorded as dead letters instead.
-func (s *subscriber) deliver(ctx context.Context, rows []db.ReadLogRow, parked map[int64]string) (logKey, *deliveryFailure, error) {
+//
+// A durable subscription's commit whose outcome is unknown (the connection
+// failed at COMMIT) returns errReload: the caller takes the lease again and
+// reloads the stored checkpoint, so a batch that did commit is not handled
+// twice (es.commit_checkpoint also refuses a batch at or before the stored
+// checkpoint).
+func (s *subscriber) deliver(ctx context.Context, reader *logReader, rows []db.ReadLogRow, parked map[int64]string) (logKey, *deliveryFailure, error) {
 	q, tenant := s.t.store.queries, s.t.tenantID
-	tx, err := s.t.store.pool.Begin(ctx)
+	conn, err := reader.connection(ctx)
 	if err != nil {
+		return logKey{}, nil, err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		reader.close()
 		return logKey{}, nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
@@ -579,13 +617,17 @@ func (s *subscriber) deliver(ctx context.Context, rows []db.ReadLogRow, parked m
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
+		reader.close()
+		if s.durable() && ctx.Err() == nil {
+			return logKey{}, nil, fmt.Errorf("%w: %v", errReload, err)
+		}
 		return logKey{}, nil, err
 	}
 	return last, nil, nil
 }
 
 // minPoll is the first wait of the polls after a wake-up; each further one
-// waits 1.5 times longer, up to 100 ms.
+// waits 1.25 times longer, up to 100 ms.
 const minPoll = 500 * time.Microsecond
 
 // sleep waits d, or until ctx ends or w (if not nil) is woken.

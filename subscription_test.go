@@ -785,3 +785,95 @@ func TestNotifyTriggerAndPushOff(t *testing.T) {
 		t.Fatalf("notification %q (%v), want the tenant id", p, ok)
 	}
 }
+
+// A running subscription holds one pool connection for its reads, batches
+// and renewals: as many subscriptions as the pool has connections still
+// deliver (with two connections per subscription they starved each other).
+func TestSubscriptionsFitTheirPool(t *testing.T) {
+	admin := testdb.Pool(t)
+	cfg, err := pgxpool.ParseConfig(testdb.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 2
+	small, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(small.Close) // after the subscriptions stop: Close waits for their connections
+	store, err := pges.New(small, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := store.Tenant(testdb.NewTenant(t, admin))
+	for i := range 10 {
+		appendDCB(t, ts, ev("E", i))
+	}
+	var got [2]*collector
+	for i := range got {
+		got[i] = &collector{}
+		run(t, ts, pges.SubscriptionConfig{Name: fmt.Sprintf("small-%d", i), Handler: got[i].handle, PollInterval: noPoll, BatchSize: 3})
+	}
+	for i := range got {
+		waitFor(t, 10*time.Second, "both subscriptions to deliver everything", func() bool { return len(got[i].distinct()) == 10 })
+	}
+}
+
+// Starting (or resetting) at a position while a transaction holding an
+// event at that position is still open must not skip that event.
+func TestStartAtPositionWaitsForOpenTransactions(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	txA, posA := beginAppend(t, admin, ts.TenantID(), "A")
+	appendDCB(t, ts, ev("B", 1)) // commits while A is open
+	conn, err := admin.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false), es.subscribe($1, 'from-a', '{}', $2::bigint::text)", ts.TenantID(), posA); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "RESET es.tenant_id")
+	if err := txA.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	rows, err := conn.Query(ctx, "SELECT event_type FROM es.subscription_next($1, 'from-a', 10)", ts.TenantID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	types, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || !slices.Equal(types, []string{"A", "B"}) {
+		t.Fatalf("delivered %v (%v), want [A B]", types, err)
+	}
+}
+
+// A batch whose COMMIT answer was lost is not committed twice: storing the
+// same checkpoint again as a batch fails with ErrLeaseLost (ES011).
+func TestCommitCheckpointRefusesTheSameBatchTwice(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	appendDCB(t, ts, ev("E", 1))
+	conn, err := admin.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	defer conn.Exec(ctx, "RESET es.tenant_id")
+	if _, err := conn.Exec(ctx, `SELECT set_config('es.tenant_id', $1, false), es.subscribe($1, 'once', '{}'),
+		es.acquire_subscription($1, 'once', 'me', '1 minute')`, ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	commit := `SELECT es.commit_checkpoint($1, 'once', 'me', '1 minute', e.tx_id, e.position, e.position) FROM es.events e WHERE e.tenant_id = $1`
+	if _, err := conn.Exec(ctx, commit, ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, commit, ts.TenantID()); !errors.Is(pges.TranslateError(err), pges.ErrLeaseLost) {
+		t.Fatalf("the same batch committed twice: %v", err)
+	}
+	// A renewal at the same checkpoint is fine.
+	if _, err := conn.Exec(ctx, `SELECT es.commit_checkpoint($1, 'once', 'me', '1 minute', e.tx_id, e.position, 0) FROM es.events e WHERE e.tenant_id = $1`, ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+}

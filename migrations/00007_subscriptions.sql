@@ -165,9 +165,10 @@ END $$;
 
 -- es.log_key_at returns the checkpoint from which every event at or after
 -- position p_position is delivered: just before the smallest tx_id among
--- them (a few events just before p_position may be delivered again). With
--- p_time instead, the events recorded at or after p_time. No such event:
--- the current horizon. Scans the tenant's events from there: an admin
+-- them, and never above the current horizon, since an open transaction may
+-- still commit such an event (a few events just before p_position may be
+-- delivered again). With p_time instead, the events recorded at or after
+-- p_time. No such event: the current horizon. Scans the tenant's events from there: an admin
 -- operation.
 -- +goose StatementBegin
 CREATE FUNCTION es.log_key_at(p_tenant_id text, p_position bigint, p_time timestamptz,
@@ -180,9 +181,9 @@ BEGIN
     ELSE
         SELECT min(e.tx_id) INTO tx_id FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.recorded_at >= p_time;
     END IF;
-    IF tx_id IS NULL THEN
-        tx_id := pg_snapshot_xmin(pg_current_snapshot());
-    END IF;
+    -- A transaction still open can hold an event at or after p_position
+    -- with a smaller id than any visible one: never start above the horizon.
+    tx_id := least(tx_id, pg_snapshot_xmin(pg_current_snapshot()));
     "position" := 0;
 END $$;
 -- +goose StatementEnd
@@ -263,8 +264,11 @@ END $$;
 
 -- es.commit_checkpoint moves the checkpoint of a subscription whose lease
 -- p_owner holds, and renews the lease. It fails with ES011 when the lease
--- was lost (taken over, or reset): the caller's transaction, with whatever
--- its handler wrote, must roll back. Run it last, in the transaction of the
+-- was lost (taken over, or reset), or when a batch (p_last_position > 0)
+-- does not move the checkpoint forward (it was committed already, e.g. by a
+-- COMMIT whose answer was lost): the caller's transaction, with whatever its
+-- handler wrote, must roll back. A renewal (p_last_position 0) may keep the
+-- checkpoint where it is. Run it last, in the transaction of the
 -- handler's effects: the row lock it takes fences a consumer that takes
 -- the lease over.
 -- +goose StatementBegin
@@ -278,9 +282,10 @@ BEGIN
            last_position = greatest(s.last_position, coalesce(p_last_position, 0)),
            lease_expires_at = clock_timestamp() + p_ttl, updated_at = now()
      WHERE s.tenant_id = p_tenant_id AND s.name = p_name AND s.owner = p_owner
-       AND (s.checkpoint_tx, s.checkpoint_position) <= (p_tx, p_position);
+       AND ((s.checkpoint_tx, s.checkpoint_position) < (p_tx, p_position)
+            OR coalesce(p_last_position, 0) = 0 AND (s.checkpoint_tx, s.checkpoint_position) = (p_tx, p_position));
     IF NOT FOUND THEN
-        PERFORM es.raise('ES011', format('subscription %L: the lease of %L was lost (taken over or reset)', p_name, p_owner));
+        PERFORM es.raise('ES011', format('subscription %L: the lease of %L was lost (taken over or reset), or the batch was committed already', p_name, p_owner));
     END IF;
 END $$;
 -- +goose StatementEnd
@@ -407,10 +412,11 @@ END $$;
 -- +goose StatementEnd
 
 -- es.subscription_ack moves the checkpoint of a subscription forward to the
--- event (p_tx, p_position); never backward.
+-- event (p_tx, p_position); never backward. Returns false when it did not
+-- move (an ack of an older event, or no such subscription).
 -- +goose StatementBegin
 CREATE FUNCTION es.subscription_ack(p_tenant_id text, p_name text, p_tx xid8, p_position bigint)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     UPDATE es.subscriptions s
@@ -418,6 +424,7 @@ BEGIN
            last_position = greatest(s.last_position, p_position), updated_at = now()
      WHERE s.tenant_id = p_tenant_id AND s.name = p_name
        AND (s.checkpoint_tx, s.checkpoint_position) < (p_tx, p_position);
+    RETURN FOUND;
 END $$;
 -- +goose StatementEnd
 

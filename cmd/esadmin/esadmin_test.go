@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -728,6 +729,12 @@ func TestEventsTail(t *testing.T) {
 		t.Fatal("nothing written before the interruption")
 	}
 
+	// --after excludes its position, as in events read.
+	r := esadmin(t, "", "events", "tail", "-t", id, "--type", "Wanted", "--after", fmt.Sprint(lines[0].Position), "--limit", "1")
+	wantOK(t, r)
+	if next := jsonLines[pges.RecordedEvent](t, r.stdout); len(next) != 1 || next[0].Position != lines[1].Position {
+		t.Fatalf("tail --after %d: %+v, want position %d", lines[0].Position, next, lines[1].Position)
+	}
 	wantError(t, esadmin(t, "", "events", "tail", "-t", id, "--stream", "a", "--stream-prefix", "b"), exitUsage, "exclude")
 	wantError(t, esadmin(t, "", "events", "tail", "-t", id, "--after", "5", "--from-beginning"), exitUsage, "exclude")
 	wantError(t, esadmin(t, "", "events", "tail", "-t", "no-such-tenant"), exitFailure, "not found")
@@ -823,6 +830,36 @@ func TestMigrateDryRunChangesNothing(t *testing.T) {
 	}
 	if after := esadmin(t, "", "migrate", "version").stdout; after != before {
 		t.Fatalf("version %q after dry runs, was %q", after, before)
+	}
+
+	// On a database goose has never touched, a dry run creates nothing
+	// (goose's own status would create its version table).
+	ctx := context.Background()
+	admin := pool(t)
+	fresh := fmt.Sprintf("pges_dryrun_%d", time.Now().UnixNano())
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+fresh); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(ctx, "DROP DATABASE IF EXISTS "+fresh+" WITH (FORCE)")
+	u, err := url.Parse(testdb.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + fresh
+	r = runRaw(t, "", "--database-url", u.String(), "migrate", "up", "--dry-run")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "-- up 1 ") || !strings.Contains(r.stdout, "CREATE SCHEMA es;") {
+		t.Fatalf("dry run on a fresh database: %q", r.stdout)
+	}
+	r = runRaw(t, "", "--database-url", u.String(), "migrate", "down", "--dry-run")
+	wantOK(t, r)
+	freshPool, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer freshPool.Close()
+	if n := count(t, freshPool, "SELECT count(*) FROM pg_class WHERE relname = 'goose_db_version'"); n != 0 {
+		t.Fatal("a dry run created goose's version table")
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"fmt"
 	"io/fs"
 	"path"
@@ -12,6 +13,14 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/urfave/cli/v2"
 )
+
+// freshDatabase reports whether goose has never run here: its Status and
+// GetDBVersion would create the version table, and a dry run changes nothing.
+func freshDatabase(c *cli.Context, db *sql.DB) (bool, error) {
+	var exists bool
+	err := db.QueryRowContext(c.Context, "SELECT to_regclass('goose_db_version') IS NOT NULL").Scan(&exists)
+	return !exists, err
+}
 
 var dryRun = &cli.BoolFlag{Name: "dry-run", Usage: "print the SQL that would run, change nothing"}
 
@@ -40,7 +49,7 @@ func printSQL(c *cli.Context, src *goose.Source, section string) error {
 }
 
 func migrateCommand() *cli.Command {
-	withProvider := func(c *cli.Context, fn func(p *goose.Provider) error) error {
+	withProvider := func(c *cli.Context, fn func(p *goose.Provider, db *sql.DB) error) error {
 		pool, err := connect(c)
 		if err != nil {
 			return err
@@ -52,7 +61,7 @@ func migrateCommand() *cli.Command {
 		if err != nil {
 			return err
 		}
-		return fn(p)
+		return fn(p, sqlDB)
 	}
 	printResults := func(c *cli.Context, results []*goose.MigrationResult) {
 		if len(results) == 0 {
@@ -72,10 +81,18 @@ func migrateCommand() *cli.Command {
 				UsageText: "esadmin migrate up [--dry-run]",
 				Flags:     []cli.Flag{dryRun},
 				Action: func(c *cli.Context) error {
-					return withProvider(c, func(p *goose.Provider) error {
+					return withProvider(c, func(p *goose.Provider, db *sql.DB) error {
 						if c.Bool("dry-run") {
-							st, err := p.Status(c.Context)
+							fresh, err := freshDatabase(c, db)
 							if err != nil {
+								return err
+							}
+							var st []*goose.MigrationStatus
+							if fresh { // everything is pending; goose's Status would create its table
+								for _, src := range p.ListSources() {
+									st = append(st, &goose.MigrationStatus{Source: src, State: goose.StatePending})
+								}
+							} else if st, err = p.Status(c.Context); err != nil {
 								return err
 							}
 							n := 0
@@ -104,8 +121,15 @@ func migrateCommand() *cli.Command {
 				UsageText: "esadmin migrate down [--dry-run]",
 				Flags:     []cli.Flag{dryRun},
 				Action: func(c *cli.Context) error {
-					return withProvider(c, func(p *goose.Provider) error {
+					return withProvider(c, func(p *goose.Provider, db *sql.DB) error {
 						if c.Bool("dry-run") {
+							fresh, err := freshDatabase(c, db)
+							if err != nil || fresh {
+								if err == nil {
+									fmt.Fprintln(c.App.Writer, "-- nothing to roll back")
+								}
+								return err
+							}
 							v, err := p.GetDBVersion(c.Context)
 							if err != nil {
 								return err
@@ -131,7 +155,7 @@ func migrateCommand() *cli.Command {
 				Usage:     "list migrations and whether each is applied",
 				UsageText: "esadmin migrate status",
 				Action: func(c *cli.Context) error {
-					return withProvider(c, func(p *goose.Provider) error {
+					return withProvider(c, func(p *goose.Provider, db *sql.DB) error {
 						st, err := p.Status(c.Context)
 						if err != nil {
 							return err
@@ -154,7 +178,7 @@ func migrateCommand() *cli.Command {
 				Usage:     "print the applied schema version",
 				UsageText: "esadmin migrate version",
 				Action: func(c *cli.Context) error {
-					return withProvider(c, func(p *goose.Provider) error {
+					return withProvider(c, func(p *goose.Provider, db *sql.DB) error {
 						v, err := p.GetDBVersion(c.Context)
 						if err != nil {
 							return err

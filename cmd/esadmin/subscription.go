@@ -26,7 +26,7 @@ func tailCommand() *cli.Command {
 			"--from-beginning. Stops after --limit events, or on Ctrl-C with exit code 130.",
 		Flags: append([]cli.Flag{tenantFlag,
 			&cli.BoolFlag{Name: "from-beginning", Usage: "deliver the whole log first"},
-			&cli.Int64Flag{Name: "after", Usage: "deliver events from this position on (and possibly a few just before)"},
+			&cli.Int64Flag{Name: "after", Usage: "deliver the events after this position (and possibly a few just before)"},
 			&cli.IntFlag{Name: "limit", Usage: "stop after this many events (0: never)"},
 		}, filterFlags()...),
 		Action: func(c *cli.Context) error {
@@ -41,7 +41,7 @@ func tailCommand() *cli.Command {
 			case after > 0 && c.Bool("from-beginning"):
 				return usagef("--after and --from-beginning exclude each other")
 			case after > 0:
-				start = pges.StartAtPosition(after)
+				start = pges.StartAtPosition(after + 1) // like events read --after: P excluded
 			case c.Bool("from-beginning"):
 				start = pges.StartAtBeginning()
 			}
