@@ -27,8 +27,6 @@ type listener struct {
 	waiters map[*waiter]struct{}
 	cancel  context.CancelFunc
 	done    chan struct{}
-	// connects counts successful LISTENs, for tests and diagnostics.
-	connects int
 }
 
 // waiter is one subscription's wake-up: a channel holding at most one
@@ -91,12 +89,6 @@ func (l *listener) wake(tenantID string) {
 	}
 }
 
-func (l *listener) connectCount() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.connects
-}
-
 func (l *listener) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	backoff := 50 * time.Millisecond
@@ -130,9 +122,6 @@ func (l *listener) listen(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	l.connects++
-	l.mu.Unlock()
 	l.wake("")
 	for {
 		n, err := conn.WaitForNotification(ctx)
