@@ -384,11 +384,11 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			return ctx.Err()
 		}
 		if s.durable() && time.Since(lastRenew) >= renewEvery {
-			err := errors.New("no connection")
-			if conn, cerr := reader.connection(ctx); cerr != nil {
-				err = cerr
-			} else if err = q.CommitCheckpoint(ctx, conn, s.checkpointParams(cp, 0)); err != nil {
-				reader.close()
+			conn, err := reader.connection(ctx)
+			if err == nil {
+				if err = q.CommitCheckpoint(ctx, conn, s.checkpointParams(cp, 0)); err != nil {
+					reader.close()
+				}
 			}
 			if err != nil {
 				if err = translate(err, ""); errors.Is(err, ErrLeaseLost) {

@@ -3,6 +3,7 @@ package pges_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -875,5 +876,85 @@ func TestCommitCheckpointRefusesTheSameBatchTwice(t *testing.T) {
 	// A renewal at the same checkpoint is fine.
 	if _, err := conn.Exec(ctx, `SELECT es.commit_checkpoint($1, 'once', 'me', '1 minute', e.tx_id, e.position, 0) FROM es.events e WHERE e.tenant_id = $1`, ts.TenantID()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Hazard 1: NOTIFY serializes the commits of notifying transactions, so only
+// the holder of the tenant's notifier lock notifies. Two appends in flight
+// together send one notification, not two.
+func TestOnlyOneWriterInFlightNotifies(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "LISTEN es_events"); err != nil {
+		t.Fatal(err)
+	}
+	tx1, _ := beginAppend(t, admin, ts.TenantID(), "W1")
+	tx2, _ := beginAppend(t, admin, ts.TenantID(), "W2")
+	if err := tx2.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("%d notifications for two appends in flight together, want 1", n)
+	}
+}
+
+// A consumer group splits alike whether read by the Go API or by the SQL
+// API's es.read_log: the two carry the same hash expression.
+func TestConsumerGroupSplitsAlikeInGoAndSQL(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	for i := range 12 {
+		e := ev("E", i)
+		e.Tags = []string{fmt.Sprintf("student:%d", i%5), "other"}
+		mustAppend(t, ts, fmt.Sprintf("s-%d", i%7), pges.Any, e)
+	}
+	conn, err := admin.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false)", ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "RESET es.tenant_id")
+	for _, key := range []string{"stream", "tag:student:"} {
+		for member := range 3 {
+			g := &pges.ConsumerGroup{Members: 3, Member: member, Key: key}
+			filter, _ := json.Marshal(pges.SubscriptionFilter{Group: g})
+			rows, err := conn.Query(ctx, "SELECT position FROM es.read_log($1, '0', 0, $2::jsonb, 100)", ts.TenantID(), string(filter))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sqlSide, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := &collector{}
+			stop := run(t, ts, pges.SubscriptionConfig{Handler: got.handle, PollInterval: noPoll, Filter: pges.SubscriptionFilter{Group: g}})
+			waitFor(t, 5*time.Second, "the member's events", func() bool { return len(got.positions()) >= len(sqlSide) })
+			time.Sleep(50 * time.Millisecond)
+			_ = stop()
+			if !slices.Equal(got.positions(), sqlSide) {
+				t.Errorf("key %s member %d: Go delivered %v, es.read_log %v", key, member, got.positions(), sqlSide)
+			}
+		}
 	}
 }
