@@ -184,7 +184,7 @@ func (t *TenantStore) readPages(ctx context.Context, query []byte, opts QueryOpt
 				return
 			}
 			for _, r := range rows {
-				e, err := recordedFromRow(db.ReadStreamRow(r))
+				e, err := recordedFromRow(t.tenantID, db.ReadStreamRow(r))
 				if !yield(e, err) || err != nil {
 					return
 				}

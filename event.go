@@ -24,6 +24,10 @@ type EventData struct {
 	// Tags are the event's DCB tags: any non-empty strings of at most 1000
 	// characters, stored and matched exactly.
 	Tags []string
+	// SchemaVersion is the version of the payload's shape (1-999999999),
+	// stored as the metadata key "schema_version" (migrations/00008). Zero
+	// stores nothing, which reads as version 1. A Codec sets it.
+	SchemaVersion int
 }
 
 // Metadata carries the fields users bring from their message envelopes.
@@ -49,6 +53,12 @@ type RecordedEvent struct {
 	Metadata      Metadata        `json:"metadata"`
 	Tags          []string        `json:"tags,omitempty"`
 	RecordedAt    time.Time       `json:"recorded_at"`
+	// SchemaVersion is the version of the payload's shape it was written
+	// with: 1 unless the append gave another.
+	SchemaVersion int `json:"schema_version"`
+	// TenantID is the tenant whose log holds the event (set by every read
+	// path; left out of JSON, where the tenant is the file's or command's).
+	TenantID string `json:"-"`
 }
 
 // ExpectedVersion is the optimistic concurrency check of a stream append.
@@ -91,8 +101,15 @@ type wireEvent struct {
 	ID       uuid.UUID       `json:"id"`
 	Type     string          `json:"type"`
 	Payload  json.RawMessage `json:"payload"`
-	Metadata *Metadata       `json:"metadata,omitempty"`
+	Metadata *wireMetadata   `json:"metadata,omitempty"`
 	Tags     []string        `json:"tags,omitempty"`
+}
+
+// wireMetadata is the stored metadata object: the envelope fields and the
+// schema version side by side.
+type wireMetadata struct {
+	Metadata
+	SchemaVersion int `json:"schema_version,omitempty"`
 }
 
 // encodeBatch builds the jsonb batch. JSON validity is checked here because
@@ -120,15 +137,41 @@ func encodeBatch(events []EventData) ([]byte, error) {
 				return nil, fmt.Errorf("event id: %w", err)
 			}
 		}
+		if e.SchemaVersion < 0 || e.SchemaVersion > maxSchemaVersion {
+			return nil, invalid(i, "event %d: schema version %d is not between 1 and %d", i, e.SchemaVersion, maxSchemaVersion)
+		}
 		wire[i] = wireEvent{ID: id, Type: e.Type, Payload: e.Payload, Tags: e.Tags}
-		if !e.Metadata.isZero() {
-			md := e.Metadata
+		if !e.Metadata.isZero() || e.SchemaVersion > 1 {
+			// Version 1 is the default and is not stored, so that an event
+			// reads back the same whether or not a codec wrote it.
+			md := wireMetadata{Metadata: e.Metadata}
+			if e.SchemaVersion > 1 {
+				md.SchemaVersion = e.SchemaVersion
+			}
 			wire[i].Metadata = &md
 		}
 	}
 	return json.Marshal(wire)
 }
 
+// maxSchemaVersion is the largest schema version the store accepts (the
+// table constraint's nine digits).
+const maxSchemaVersion = 999_999_999
+
 func (m Metadata) isZero() bool {
 	return m.CorrelationID == "" && m.CausationID == "" && m.User == "" && m.Service == "" && len(m.Extra) == 0
+}
+
+// CausedBy returns m for an event caused by ev (a reaction in a handler, a
+// process manager's next command's result): its causation id is ev's id,
+// and its correlation id ev's, or ev's id when ev starts the chain. So a
+// whole conversation shares one correlation id, and each event points to
+// its direct cause. m's other fields are kept.
+func (m Metadata) CausedBy(ev RecordedEvent) Metadata {
+	m.CausationID = ev.ID.String()
+	m.CorrelationID = ev.Metadata.CorrelationID
+	if m.CorrelationID == "" {
+		m.CorrelationID = ev.ID.String()
+	}
+	return m
 }

@@ -1,9 +1,11 @@
 package pges
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/eventstore-go/pges/db"
@@ -32,7 +34,13 @@ func (t *TenantStore) SaveSnapshot(ctx context.Context, streamID string, version
 
 // LoadSnapshot returns the stream's latest snapshot, or ok false if none.
 func (t *TenantStore) LoadSnapshot(ctx context.Context, streamID string) (snap Snapshot, ok bool, err error) {
-	rows, err := t.store.queries.LoadSnapshot(ctx, t.store.pool, db.LoadSnapshotParams{TenantID: t.tenantID, StreamID: streamID})
+	return t.LoadSnapshotAt(ctx, streamID, math.MaxInt64)
+}
+
+// LoadSnapshotAt returns the stream's latest snapshot at or below version
+// maxVersion, or ok false if none.
+func (t *TenantStore) LoadSnapshotAt(ctx context.Context, streamID string, maxVersion int64) (snap Snapshot, ok bool, err error) {
+	rows, err := t.store.queries.LoadSnapshotUpto(ctx, t.store.pool, db.LoadSnapshotUptoParams{TenantID: t.tenantID, StreamID: streamID, MaxVersion: maxVersion})
 	if err != nil || len(rows) == 0 {
 		return Snapshot{}, false, translate(err, streamID)
 	}
@@ -44,55 +52,54 @@ func (t *TenantStore) LoadSnapshot(ctx context.Context, streamID string) (snap S
 type Aggregate[S any] struct {
 	// Init returns the state before the first event.
 	Init func() S
-	// Apply folds one event into the state.
+	// Apply folds one event into the state (see Apply for typed events).
 	Apply func(S, RecordedEvent) (S, error)
-	// SchemaVersion is the current version of S's snapshot encoding (JSON).
+	// SchemaVersion is the current version of S's snapshot encoding (JSON);
+	// 0 counts as 1.
 	SchemaVersion int
-	// Upgrade, if set, is offered snapshots of another schema version; it
-	// returns the state and true to use it, or false to ignore the snapshot
-	// and replay the stream from the start. Without Upgrade such snapshots
-	// are ignored.
-	Upgrade func(schemaVersion int, state json.RawMessage) (S, bool, error)
+	// SnapshotUpcasters turn a snapshot's state of schema version v (the
+	// key) into version v+1. An older snapshot is upcast through the chain.
+	// A snapshot the chain cannot bring to SchemaVersion (a missing step, a
+	// newer version, a failed upcaster, a state that does not decode into
+	// S) is ignored and the stream replayed from its start: a snapshot is a
+	// cache, never a reason to fail a load.
+	SnapshotUpcasters map[int]Upcaster
+	// OnSnapshotIgnored, if set, is told of every ignored snapshot and why.
+	OnSnapshotIgnored func(streamID string, snap Snapshot, reason error)
 }
 
 // LoadAggregate rebuilds a stream's state from its latest usable snapshot
 // plus the events after it, and returns the state and the stream version it
-// reflects.
+// reflects. LoadAggregateAsOf rebuilds an earlier state.
 func LoadAggregate[S any](ctx context.Context, t *TenantStore, streamID string, a Aggregate[S]) (S, int64, error) {
-	state := a.Init()
-	var version int64
-	snap, ok, err := t.LoadSnapshot(ctx, streamID)
-	if err != nil {
-		return state, 0, err
+	return LoadAggregateAsOf(ctx, t, streamID, a, AsOf{})
+}
+
+// fromSnapshot decodes a snapshot into S, upcasting it first if needed.
+func (a Aggregate[S]) fromSnapshot(snap Snapshot) (S, error) {
+	var s S
+	current := max(a.SchemaVersion, 1)
+	if snap.SchemaVersion > current {
+		return s, fmt.Errorf("schema version %d is newer than the aggregate's %d", snap.SchemaVersion, current)
 	}
-	if ok {
-		switch {
-		case snap.SchemaVersion == a.SchemaVersion:
-			var s S
-			if err := json.Unmarshal(snap.State, &s); err != nil {
-				return state, 0, fmt.Errorf("snapshot of %q at version %d: %w", streamID, snap.StreamVersion, err)
-			}
-			state, version = s, snap.StreamVersion
-		case a.Upgrade != nil:
-			s, use, err := a.Upgrade(snap.SchemaVersion, snap.State)
-			if err != nil {
-				return a.Init(), 0, fmt.Errorf("upgrade snapshot of %q from schema %d: %w", streamID, snap.SchemaVersion, err)
-			}
-			if use {
-				state, version = s, snap.StreamVersion
-			}
+	state := snap.State
+	for v := snap.SchemaVersion; v < current; v++ {
+		up := a.SnapshotUpcasters[v]
+		if up == nil {
+			return s, fmt.Errorf("no snapshot upcaster from schema version %d to %d", v, v+1)
 		}
-	}
-	for e, err := range t.IterateStream(ctx, streamID, version+1) {
+		next, err := up(state)
 		if err != nil {
-			return a.Init(), 0, err
+			return s, fmt.Errorf("upcast from schema version %d: %w", v, err)
 		}
-		if state, err = a.Apply(state, e); err != nil {
-			return a.Init(), 0, fmt.Errorf("apply %s at version %d of %q: %w", e.Type, e.StreamVersion, streamID, err)
-		}
-		version = e.StreamVersion
+		state = next
 	}
-	return state, version, nil
+	dec := json.NewDecoder(bytes.NewReader(state))
+	dec.DisallowUnknownFields() // a field S lost means the state is not S's
+	if err := dec.Decode(&s); err != nil {
+		return s, fmt.Errorf("decode state: %w", err)
+	}
+	return s, nil
 }
 
 // SaveAggregateSnapshot stores state (as JSON) as the stream's snapshot at
@@ -102,7 +109,7 @@ func SaveAggregateSnapshot[S any](ctx context.Context, t *TenantStore, streamID 
 	if err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
-	return t.SaveSnapshot(ctx, streamID, version, a.SchemaVersion, b)
+	return t.SaveSnapshot(ctx, streamID, version, max(a.SchemaVersion, 1), b)
 }
 
 // SnapshotInfo describes a stored snapshot without its state.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/eventstore-go/pges"
@@ -78,30 +80,51 @@ func TestSnapshots(t *testing.T) {
 		t.Fatalf("latest snapshot %+v ok=%v err=%v", snap, ok, err)
 	}
 
-	// A snapshot of another schema version is ignored without an upgrade hook.
+	// A snapshot of an older schema version without an upcaster is ignored,
+	// the stream replayed, and the hook told why.
 	applied = 0
-	older := counterAggregate(&applied, 3)
-	state, _, err = pges.LoadAggregate(ctx, ts, "acc", older)
-	if err != nil || state.Sum != 15 || applied != 5 {
-		t.Fatalf("old snapshot without Upgrade: %+v applied %d, %v", state, applied, err)
+	newer := counterAggregate(&applied, 3)
+	var ignored []string
+	newer.OnSnapshotIgnored = func(stream string, snap pges.Snapshot, reason error) {
+		ignored = append(ignored, fmt.Sprintf("%s@%d schema %d: %v", stream, snap.StreamVersion, snap.SchemaVersion, reason))
 	}
-	// With a hook, the hook decides.
-	var offered int
-	older.Upgrade = func(schema int, raw json.RawMessage) (counter, bool, error) {
-		offered = schema
-		var old counter
-		err := json.Unmarshal(raw, &old)
-		return old, true, err
+	state, _, err = pges.LoadAggregate(ctx, ts, "acc", newer)
+	if err != nil || state.Sum != 15 || applied != 5 || len(ignored) != 1 || !strings.Contains(ignored[0], "no snapshot upcaster from schema version 2 to 3") {
+		t.Fatalf("old snapshot without an upcaster: %+v applied %d ignored %q, %v", state, applied, ignored, err)
 	}
-	applied = 0
-	state, _, err = pges.LoadAggregate(ctx, ts, "acc", older)
-	if err != nil || state.Sum != 15 || applied != 2 || offered != 2 {
-		t.Fatalf("upgraded snapshot: %+v applied %d offered schema %d, %v", state, applied, offered, err)
+	// With an upcaster for the step 2 -> 3, the snapshot is used. Schema 3
+	// stores the sum doubled, so the upcast state is visibly the snapshot's.
+	newer.SnapshotUpcasters = map[int]pges.Upcaster{2: pges.UpcastFunc(func(old counter) (counter, error) {
+		return counter{Sum: old.Sum * 2}, nil
+	})}
+	applied, ignored = 0, nil
+	state, _, err = pges.LoadAggregate(ctx, ts, "acc", newer)
+	if err != nil || state.Sum != 12+4+5 || applied != 2 || ignored != nil {
+		t.Fatalf("upcast snapshot: %+v applied %d ignored %q, %v", state, applied, ignored, err)
 	}
-	older.Upgrade = func(int, json.RawMessage) (counter, bool, error) { return counter{Sum: 999}, false, nil }
-	applied = 0
-	if state, _, err = pges.LoadAggregate(ctx, ts, "acc", older); err != nil || state.Sum != 15 || applied != 5 {
-		t.Fatalf("declined upgrade: %+v applied %d, %v", state, applied, err)
+	// A failing upcaster, a snapshot newer than the aggregate and a state
+	// that no longer decodes into S are ignored too, never fatal.
+	newer.SnapshotUpcasters[2] = func(json.RawMessage) (json.RawMessage, error) { return nil, errors.New("boom") }
+	applied, ignored = 0, nil
+	if state, _, err = pges.LoadAggregate(ctx, ts, "acc", newer); err != nil || state.Sum != 15 || applied != 5 || len(ignored) != 1 || !strings.Contains(ignored[0], "boom") {
+		t.Fatalf("failed upcast: %+v applied %d ignored %q, %v", state, applied, ignored, err)
+	}
+	older := counterAggregate(&applied, 1)
+	older.OnSnapshotIgnored = newer.OnSnapshotIgnored
+	applied, ignored = 0, nil
+	if state, _, err = pges.LoadAggregate(ctx, ts, "acc", older); err != nil || state.Sum != 15 || applied != 5 || len(ignored) != 1 || !strings.Contains(ignored[0], "newer") {
+		t.Fatalf("newer snapshot: %+v applied %d ignored %q, %v", state, applied, ignored, err)
+	}
+	if err := ts.SaveSnapshot(ctx, "acc", 4, 2, json.RawMessage(`{"total": 10}`)); err != nil {
+		t.Fatal(err)
+	}
+	agg.OnSnapshotIgnored = newer.OnSnapshotIgnored
+	applied, ignored = 0, nil
+	if state, _, err = pges.LoadAggregate(ctx, ts, "acc", agg); err != nil || state.Sum != 15 || applied != 5 || len(ignored) != 1 || !strings.Contains(ignored[0], `unknown field "total"`) {
+		t.Fatalf("snapshot that no longer fits: %+v applied %d ignored %q, %v", state, applied, ignored, err)
+	}
+	if _, err := ts.DeleteSnapshots(ctx, "acc", 4); err != nil {
+		t.Fatal(err)
 	}
 
 	// Saving the same version again replaces it.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"strconv"
+	"strings"
 
 	"github.com/eventstore-go/pges/db"
 )
@@ -100,7 +102,7 @@ func (t *TenantStore) ReadStream(ctx context.Context, streamID string, opts Read
 	}
 	out := make([]RecordedEvent, len(rows))
 	for i, r := range rows {
-		if out[i], err = recordedFromRow(r); err != nil {
+		if out[i], err = recordedFromRow(t.tenantID, r); err != nil {
 			return nil, err
 		}
 	}
@@ -132,7 +134,7 @@ func (t *TenantStore) IterateStream(ctx context.Context, streamID string, from i
 	}
 }
 
-func recordedFromRow(r db.ReadStreamRow) (RecordedEvent, error) {
+func recordedFromRow(tenantID string, r db.ReadStreamRow) (RecordedEvent, error) {
 	e := RecordedEvent{
 		Position:      r.Position,
 		ID:            r.EventID,
@@ -142,12 +144,28 @@ func recordedFromRow(r db.ReadStreamRow) (RecordedEvent, error) {
 		Payload:       json.RawMessage(r.Payload),
 		Tags:          r.Tags,
 		RecordedAt:    r.RecordedAt.Time,
+		SchemaVersion: 1,
+		TenantID:      tenantID,
 	}
-	if string(r.Metadata) == "{}" {
-		return e, nil // the common case, without a trip through encoding/json
+	// The common cases, without a trip through encoding/json: no metadata,
+	// or only a codec's schema version (jsonb prints it in this form).
+	md := string(r.Metadata)
+	if md == "{}" {
+		return e, nil
 	}
-	if err := json.Unmarshal(r.Metadata, &e.Metadata); err != nil {
-		return e, fmt.Errorf("event at position %d: metadata: %w", r.Position, err)
+	if v, ok := strings.CutPrefix(md, `{"schema_version": `); ok {
+		if n, err := strconv.Atoi(strings.TrimSuffix(v, "}")); err == nil && strings.HasSuffix(v, "}") {
+			e.SchemaVersion = n
+			return e, nil
+		}
+	}
+	var w wireMetadata
+	if err := json.Unmarshal(r.Metadata, &w); err != nil {
+		return e, fmt.Errorf("tenant %q, event at position %d: metadata: %w", tenantID, r.Position, err)
+	}
+	e.Metadata = w.Metadata
+	if w.SchemaVersion > 0 {
+		e.SchemaVersion = w.SchemaVersion
 	}
 	return e, nil
 }

@@ -426,7 +426,9 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 				}
 				n := failures[failed.position] + 1
 				failures[failed.position] = n
-				if n >= s.cfg.MaxAttempts {
+				// An event that does not decode will not decode on a retry.
+				var decodeErr *DecodeError
+				if n >= s.cfg.MaxAttempts || errors.As(failed.err, &decodeErr) {
 					if s.cfg.OnFailure == StopOnFailure {
 						return &HandlerError{TenantID: s.t.tenantID, Subscription: s.name, Position: failed.position,
 							EventType: failed.eventType, Attempts: n, Err: failed.err}
@@ -599,7 +601,7 @@ func (s *subscriber) deliver(ctx context.Context, reader *logReader, rows []db.R
 			}
 			continue
 		}
-		ev, err := recordedFromRow(db.ReadStreamRow{Position: r.Position, EventID: r.EventID, EventType: r.EventType,
+		ev, err := recordedFromRow(tenant, db.ReadStreamRow{Position: r.Position, EventID: r.EventID, EventType: r.EventType,
 			StreamID: r.StreamID, StreamVersion: r.StreamVersion, Payload: r.Payload, Metadata: r.Metadata, Tags: r.Tags, RecordedAt: r.RecordedAt})
 		if err == nil {
 			err = s.cfg.Handler(ctx, tx, ev)

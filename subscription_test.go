@@ -582,6 +582,7 @@ func TestSubscriptionSQLPoll(t *testing.T) {
 	for i := range 5 {
 		want = append(want, appendDCB(t, ts, ev("Wanted", i), ev("Other", i))[0])
 	}
+	testdb.WaitForHorizon(t, admin)
 	next := func() (txs []uint64, pos []int64) {
 		rows, err := conn.Query(ctx, "SELECT tx_id::text::bigint, position FROM es.subscription_next($1, 'sql', 3)", ts.TenantID())
 		if err != nil {
@@ -926,6 +927,7 @@ func TestConsumerGroupSplitsAlikeInGoAndSQL(t *testing.T) {
 		e.Tags = []string{fmt.Sprintf("student:%d", i%5), "other"}
 		mustAppend(t, ts, fmt.Sprintf("s-%d", i%7), pges.Any, e)
 	}
+	testdb.WaitForHorizon(t, admin)
 	conn, err := admin.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)

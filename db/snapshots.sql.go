@@ -75,33 +75,34 @@ func (q *Queries) ListSnapshots(ctx context.Context, db DBTX, arg ListSnapshotsP
 	return items, nil
 }
 
-const loadSnapshot = `-- name: LoadSnapshot :many
-WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
+const loadSnapshotUpto = `-- name: LoadSnapshotUpto :many
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
 SELECT s.stream_version, s.schema_version, s.state, s.created_at
-FROM t, LATERAL es.load_snapshot(t.tenant_id, $1::text) s
+FROM t, LATERAL es.load_snapshot_upto(t.tenant_id, $1::text, $2::bigint) s
 `
 
-type LoadSnapshotParams struct {
-	StreamID string
-	TenantID string
+type LoadSnapshotUptoParams struct {
+	StreamID   string
+	MaxVersion int64
+	TenantID   string
 }
 
-type LoadSnapshotRow struct {
+type LoadSnapshotUptoRow struct {
 	StreamVersion int64
 	SchemaVersion int32
 	State         []byte
 	CreatedAt     pgtype.Timestamptz
 }
 
-func (q *Queries) LoadSnapshot(ctx context.Context, db DBTX, arg LoadSnapshotParams) ([]LoadSnapshotRow, error) {
-	rows, err := db.Query(ctx, loadSnapshot, arg.StreamID, arg.TenantID)
+func (q *Queries) LoadSnapshotUpto(ctx context.Context, db DBTX, arg LoadSnapshotUptoParams) ([]LoadSnapshotUptoRow, error) {
+	rows, err := db.Query(ctx, loadSnapshotUpto, arg.StreamID, arg.MaxVersion, arg.TenantID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []LoadSnapshotRow
+	var items []LoadSnapshotUptoRow
 	for rows.Next() {
-		var i LoadSnapshotRow
+		var i LoadSnapshotUptoRow
 		if err := rows.Scan(
 			&i.StreamVersion,
 			&i.SchemaVersion,

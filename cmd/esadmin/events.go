@@ -19,6 +19,9 @@ type inputEvent struct {
 	Payload  json.RawMessage `json:"payload"`
 	Metadata pges.Metadata   `json:"metadata"`
 	Tags     []string        `json:"tags"`
+	// SchemaVersion, as `events read` and `replay` print it, so that their
+	// output appends back unchanged.
+	SchemaVersion int `json:"schema_version"`
 }
 
 func parseExpected(s string) (pges.ExpectedVersion, error) {
@@ -95,7 +98,7 @@ func eventsCommand() *cli.Command {
 						if len(e.Payload) == 0 {
 							e.Payload = json.RawMessage(`{}`)
 						}
-						events = append(events, pges.EventData{ID: e.ID, Type: e.Type, Payload: e.Payload, Metadata: e.Metadata, Tags: e.Tags})
+						events = append(events, pges.EventData{ID: e.ID, Type: e.Type, Payload: e.Payload, Metadata: e.Metadata, Tags: e.Tags, SchemaVersion: e.SchemaVersion})
 					}
 					if err := sc.Err(); err != nil {
 						return fmt.Errorf("read events: %w", err)

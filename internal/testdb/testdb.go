@@ -178,3 +178,27 @@ func withDatabase(server, name string) (string, error) {
 	u.Path = "/" + name
 	return u.String(), nil
 }
+
+// WaitForHorizon waits until every transaction that began before the call
+// has ended, anywhere in the cluster: only then do SQL polls (es.read_log,
+// es.subscription_next) see every event committed before the call. Tests
+// of other packages run at the same time and keep short transactions open.
+func WaitForHorizon(t testing.TB, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	var next, xmin uint64
+	if err := pool.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").Scan(&next); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if err := pool.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").Scan(&xmin); err != nil {
+			t.Fatal(err)
+		}
+		if xmin >= next {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a transaction open since before xid %d holds the horizon at %d", next, xmin)
+		}
+	}
+}
