@@ -59,6 +59,9 @@ type Upcaster func(payload json.RawMessage) (json.RawMessage, error)
 // the next one's.
 func UpcastFunc[From, To any](f func(From) (To, error)) Upcaster {
 	return func(payload json.RawMessage) (json.RawMessage, error) {
+		if isNull(payload) {
+			return nil, errNull
+		}
 		var from From
 		if err := json.Unmarshal(payload, &from); err != nil {
 			return nil, err
@@ -70,6 +73,11 @@ func UpcastFunc[From, To any](f func(From) (To, error)) Upcaster {
 		return json.Marshal(to)
 	}
 }
+
+// errNull: encoding/json decodes null into a zero value without an error.
+var errNull = errors.New("payload is null")
+
+func isNull(payload json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(payload), []byte("null")) }
 
 // Event is a typed event: the stored event, with its payload bytes as
 // stored and the schema version it was written with, and its value decoded
@@ -249,6 +257,9 @@ func (c *Codec[E]) Decode(ev RecordedEvent) (Event[E], error) {
 			return fail(ErrEventSchemaMismatch, fmt.Errorf("upcast from version %d: %w", v, err))
 		}
 		payload = next
+	}
+	if isNull(payload) {
+		return fail(ErrEventSchemaMismatch, errNull)
 	}
 	ptr := reflect.New(ct.goType)
 	dec := json.NewDecoder(bytes.NewReader(payload))

@@ -247,6 +247,8 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"unknown type", pges.EventData{Type: "CourseRenamed", Payload: json.RawMessage(`{"course_id":"c1"}`)}, pges.ErrUnknownEventType},
 		{"corrupt payload", pges.EventData{Type: "CourseDefined", SchemaVersion: 3, Payload: json.RawMessage(`"Go, 10 seats"`)}, pges.ErrEventSchemaMismatch},
+		{"null payload", pges.EventData{Type: "CourseDefined", SchemaVersion: 3, Payload: json.RawMessage(`null`)}, pges.ErrEventSchemaMismatch},
+		{"upcaster returns null", pges.EventData{Type: "CourseDefined", SchemaVersion: 2, Payload: json.RawMessage(`null`)}, pges.ErrEventSchemaMismatch},
 		{"field of another type", pges.EventData{Type: "CourseDefined", SchemaVersion: 3, Payload: json.RawMessage(`{"course_id":"c1","capacity":"ten"}`)}, pges.ErrEventSchemaMismatch},
 		{"field the type lost", pges.EventData{Type: "CourseDefined", SchemaVersion: 3, Payload: json.RawMessage(`{"course_id":"c1","teacher":"ann"}`)}, pges.ErrEventSchemaMismatch},
 		{"upcaster fails", pges.EventData{Type: "CourseDefined", SchemaVersion: 1, Payload: json.RawMessage(`{"course":"c1","seats":"many"}`)}, pges.ErrEventSchemaMismatch},

@@ -375,7 +375,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	payloads := []string{`{"z":1,"a":[1,2.50,{"k":null}],"s":"ünï\"cødé\\n😀"}`, `{"big":12345678901234567890,"f":1.0e-7}`, `[]`, `"just a string"`}
 	for i, p := range payloads {
 		if _, err := ts.AppendToStream(ctx, "s", pges.Any, pges.EventData{Type: "T", Payload: json.RawMessage(p),
-			Metadata: pges.Metadata{CorrelationID: "c", Extra: map[string]any{"i": i}}, Tags: []string{`a"b`, "c,d"}}); err != nil {
+			Metadata: pges.Metadata{CorrelationID: "c", Extra: map[string]any{"i": i}}, Tags: []string{`a"b`, "c,d"}, SchemaVersion: i + 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -398,6 +398,10 @@ func TestExportImportRoundTrip(t *testing.T) {
 	imp, err := m.Import(ctx, bytes.NewReader(first.Bytes()), tenant.ImportOptions{Tenant: dst})
 	if err != nil || imp.Events != 6 || imp.Snapshots != 1 || imp.Tenant != dst {
 		t.Fatalf("import: %+v, %v", imp, err)
+	}
+	moved, _, err := store.Tenant(dst).ReadAll(ctx, pges.Query{{Types: []string{"T"}}}, pges.QueryOptions{})
+	if err != nil || len(moved) != 4 || moved[0].SchemaVersion != 1 || moved[3].SchemaVersion != 4 {
+		t.Fatalf("imported events and their schema versions: %+v, %v", moved, err)
 	}
 	var second bytes.Buffer
 	if _, err := m.Export(ctx, dst, &second); err != nil {

@@ -234,7 +234,7 @@ func TestEventsAppendAndRead(t *testing.T) {
 	id := testdb.NewTenant(t, p)
 	in := `{"type":"OrderPlaced","payload":{"total":42},"tags":["customer:7"],"metadata":{"correlation_id":"req-1"}}
 
-{"type":"OrderPaid","payload":{"amount":42}}
+{"type":"OrderPaid","payload":{"amount":42},"schema_version":2}
 {"type":"OrderShipped"}
 `
 	r := esadmin(t, in, "events", "append", "-t", id, "--stream", "order-1", "--expected-version", "no-stream")
@@ -270,6 +270,9 @@ func TestEventsAppendAndRead(t *testing.T) {
 	}
 	if string(events[2].Payload) != "{}" {
 		t.Errorf("event without payload stored %s, want {}", events[2].Payload)
+	}
+	if events[0].SchemaVersion != 1 || events[1].SchemaVersion != 2 || !strings.Contains(r.stdout, `"schema_version":2`) {
+		t.Errorf("schema versions %d, %d, want 1 and 2 (read prints them so that they append back)", events[0].SchemaVersion, events[1].SchemaVersion)
 	}
 	if n := countEvents(t, p, id); n != 3 {
 		t.Errorf("%d rows in es.events, want 3", n)
