@@ -153,19 +153,36 @@ func recordedFromRow(tenantID string, r db.ReadStreamRow) (RecordedEvent, error)
 	if md == "{}" {
 		return e, nil
 	}
-	if v, ok := strings.CutPrefix(md, `{"schema_version": `); ok {
-		if n, err := strconv.Atoi(strings.TrimSuffix(v, "}")); err == nil && strings.HasSuffix(v, "}") {
-			e.SchemaVersion = n
+	if v, ok := strings.CutPrefix(md, `{"schema_version": `); ok && strings.HasSuffix(v, "}") {
+		if n, err := strconv.Atoi(strings.TrimSuffix(v, "}")); err == nil {
+			e.SchemaVersion = schemaVersion(float64(n))
 			return e, nil
 		}
 	}
-	var w wireMetadata
+	var w struct {
+		Metadata
+		SchemaVersion json.RawMessage `json:"schema_version"`
+	}
 	if err := json.Unmarshal(r.Metadata, &w); err != nil {
 		return e, fmt.Errorf("tenant %q, event at position %d: metadata: %w", tenantID, r.Position, err)
 	}
 	e.Metadata = w.Metadata
-	if w.SchemaVersion > 0 {
-		e.SchemaVersion = w.SchemaVersion
+	if w.SchemaVersion != nil {
+		// Not a number (a string, null) gives 0, as a bad number does.
+		v, _ := strconv.ParseFloat(string(w.SchemaVersion), 64)
+		e.SchemaVersion = schemaVersion(v)
 	}
 	return e, nil
+}
+
+// schemaVersion maps a stored metadata.schema_version to
+// RecordedEvent.SchemaVersion: 0 if it is not an integer from 1 to
+// maxSchemaVersion, as es.event_schema_version returns NULL. Only a SQL
+// client could have stored such a value, before migration 00008; the
+// event still reads, and a Codec refuses to decode it.
+func schemaVersion(v float64) int {
+	if v < 1 || v > maxSchemaVersion || v != float64(int(v)) {
+		return 0
+	}
+	return int(v)
 }
