@@ -310,7 +310,8 @@ func (c *Codec[E]) DecodeAll(events []RecordedEvent) ([]Event[E], error) {
 }
 
 // Events decodes a sequence of stored events (TenantStore.IterateStream, a
-// ReadResult's Events); it stops after the first error.
+// ReadResult's Events); it stops after the first error, which it yields
+// with the stored event (zero if the read failed) and a zero Data.
 func (c *Codec[E]) Events(seq iter.Seq2[RecordedEvent, error]) iter.Seq2[Event[E], error] {
 	return func(yield func(Event[E], error) bool) {
 		for ev, err := range seq {
