@@ -155,8 +155,8 @@ func encodeBatch(events []EventData) ([]byte, error) {
 	return json.Marshal(wire)
 }
 
-// maxSchemaVersion is the largest schema version the store accepts (the
-// table constraint's nine digits).
+// maxSchemaVersion is the largest schema version the store accepts (nine
+// digits, as es.check_batch in migrations/00008).
 const maxSchemaVersion = 999_999_999
 
 func (m Metadata) isZero() bool {

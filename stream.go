@@ -1,12 +1,12 @@
 package pges
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"iter"
 	"strconv"
-	"strings"
 
 	"github.com/eventstore-go/pges/db"
 )
@@ -149,12 +149,19 @@ func recordedFromRow(tenantID string, r db.ReadStreamRow) (RecordedEvent, error)
 	}
 	// The common cases, without a trip through encoding/json: no metadata,
 	// or only a codec's schema version (jsonb prints it in this form).
-	md := string(r.Metadata)
-	if md == "{}" {
+	if string(r.Metadata) == "{}" {
 		return e, nil
 	}
-	if v, ok := strings.CutPrefix(md, `{"schema_version": `); ok && strings.HasSuffix(v, "}") {
-		if n, err := strconv.Atoi(strings.TrimSuffix(v, "}")); err == nil {
+	if v, ok := bytes.CutPrefix(r.Metadata, []byte(`{"schema_version": `)); ok && len(v) > 1 && len(v) <= 10 && v[len(v)-1] == '}' {
+		n, digits := 0, v[:len(v)-1]
+		for _, c := range digits {
+			if c < '0' || c > '9' {
+				n = -1
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		if n >= 0 {
 			e.SchemaVersion = schemaVersion(float64(n))
 			return e, nil
 		}
