@@ -17,12 +17,18 @@ import (
 var layoutFiles embed.FS
 
 // Layouts lists the names TenantScale accepts as Config.Layout.
-func Layouts() []string { return []string{LayoutPerTenant, LayoutHybrid, LayoutHybridGeneric} }
+func Layouts() []string {
+	return []string{LayoutPerTenant, LayoutPerTenantCustom, LayoutHybrid, LayoutHybridGeneric}
+}
 
 const (
 	// LayoutPerTenant is the store's own layout: one LIST partition of
 	// es.events and es.snapshots per tenant (es.create_tenant).
 	LayoutPerTenant = "per-tenant"
+	// LayoutPerTenantCustom is LayoutPerTenant plus
+	// bench/layouts/custom-plans.sql: the SQL API's stream functions never
+	// build generic plans (which at 10,000 tenants lock every partition).
+	LayoutPerTenantCustom = "per-tenant-custom"
 	// LayoutHybrid applies bench/layouts/hybrid.sql: tenants share the hash
 	// leaves of a DEFAULT partition unless given their own (dedicated).
 	LayoutHybrid = "hybrid"
@@ -40,6 +46,8 @@ func layoutFilesFor(layout string) ([]string, error) {
 	switch layout {
 	case "", LayoutPerTenant:
 		return nil, nil
+	case LayoutPerTenantCustom:
+		return []string{"layouts/custom-plans.sql"}, nil
 	case LayoutHybrid:
 		return []string{"layouts/hybrid.sql"}, nil
 	case LayoutHybridGeneric:
@@ -57,8 +65,10 @@ func isHybrid(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
 }
 
 // ApplyLayout makes the database's tenant layout the one named. The per-tenant
-// layout is the migrated schema: it is refused on a database converted to
-// a hybrid layout. A hybrid layout converts a freshly migrated database with
+// layouts are the migrated schema (per-tenant-custom only sets the stream
+// functions' plan_cache_mode): they are refused on a database converted to
+// a hybrid layout, and a layout is refused where another one set the
+// functions' plan_cache_mode. A hybrid layout converts a freshly migrated database with
 // no tenants at all (the SQL refuses otherwise, so no data is stranded) and
 // is a no-op, apart from redefining its functions, on a database already
 // converted with the same number of hash partitions. hashPartitions 0 means
@@ -78,19 +88,22 @@ func ApplyLayout(ctx context.Context, pool *pgxpool.Pool, layout string, hashPar
 	if err != nil {
 		return err
 	}
-	if len(files) == 0 {
-		if hybrid {
-			return fmt.Errorf("layout %s: this database has the hybrid layout (bench/layouts/hybrid.sql); use a database migrated without it", LayoutPerTenant)
-		}
-		return nil
-	}
-	var generic bool
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_proc WHERE oid = 'es.read_stream(text, text, bigint, int, boolean)'::regprocedure
-		AND 'plan_cache_mode=force_generic_plan' = ANY (proconfig))`).Scan(&generic); err != nil {
+	// The plan_cache_mode the stream functions were given, if any.
+	var planMode string
+	if err := pool.QueryRow(ctx, `SELECT coalesce((SELECT substring(c FROM 'plan_cache_mode=(.*)') FROM pg_proc p, unnest(p.proconfig) c
+		WHERE p.oid = 'es.read_stream(text, text, bigint, int, boolean)'::regprocedure AND c LIKE 'plan_cache_mode=%'), '')`).Scan(&planMode); err != nil {
 		return err
 	}
-	if generic && layout == LayoutHybrid {
-		return fmt.Errorf("layout %s: this database has the %s layout", LayoutHybrid, LayoutHybridGeneric)
+	wantHybrid := layout == LayoutHybrid || layout == LayoutHybridGeneric
+	wantMode := map[string]string{LayoutPerTenantCustom: "force_custom_plan", LayoutHybridGeneric: "force_generic_plan"}[layout]
+	switch {
+	case hybrid && !wantHybrid:
+		return fmt.Errorf("layout %s: this database has the hybrid layout (bench/layouts/hybrid.sql); use a database migrated without it", layout)
+	case planMode != "" && planMode != wantMode:
+		return fmt.Errorf("layout %s: this database's stream functions were set to plan_cache_mode %s by another layout", layout, planMode)
+	}
+	if len(files) == 0 {
+		return nil
 	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT set_config('pges_bench.hash_partitions', $1, true)", strconv.Itoa(hashPartitions)); err != nil {

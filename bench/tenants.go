@@ -30,7 +30,7 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 	if layout == "" {
 		layout = LayoutPerTenant
 	}
-	hybrid := layout != LayoutPerTenant
+	hybrid := layout == LayoutHybrid || layout == LayoutHybridGeneric
 	r, err := newRunner(ctx, pool, cfg)
 	if err != nil {
 		return nil, err
@@ -62,7 +62,7 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 		return nil
 	}
 	name := func(scenario string, n int) string {
-		if !hybrid {
+		if layout == LayoutPerTenant {
 			return fmt.Sprintf("%s (%d tenants)", scenario, n)
 		}
 		return fmt.Sprintf("%s (%d tenants, %s)", scenario, n, layout)

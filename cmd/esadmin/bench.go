@@ -66,7 +66,7 @@ func benchCommand() *cli.Command {
 			if cfg.HashPartitions < 1 || cfg.HashPartitions > 1024 {
 				return usagef("--hash-partitions %d: use a number from 1 to 1024", cfg.HashPartitions)
 			}
-			if c.IsSet("hash-partitions") && cfg.Layout == bench.LayoutPerTenant {
+			if c.IsSet("hash-partitions") && !strings.HasPrefix(cfg.Layout, "hybrid") {
 				return usagef("--hash-partitions applies only to a hybrid --layout")
 			}
 			cfg.LargeTenantEvents = c.Int("large-tenant-events")
