@@ -345,6 +345,10 @@ func TestUsageErrors(t *testing.T) {
 		{"missing tenant", []string{"events", "read", "--stream", "s"}, "--tenant"},
 		{"bench without duration or count", []string{"bench", "--duration", "0s"}, "--count"},
 		{"bench bad clients", []string{"bench", "--count", "1", "--clients", "0"}, "--clients"},
+		{"bench bad layout", []string{"bench", "--count", "1", "--tenants", "1", "--layout", "hash"}, "--layout \"hash\": use one of per-tenant, per-tenant-custom, hybrid, hybrid-generic"},
+		{"bench layout without tenants", []string{"bench", "--count", "1", "--layout", "hybrid"}, "--layout applies only with --tenants"},
+		{"bench hash partitions out of range", []string{"bench", "--count", "1", "--tenants", "1", "--layout", "hybrid", "--hash-partitions", "0"}, "--hash-partitions"},
+		{"bench hash partitions without hybrid", []string{"bench", "--count", "1", "--tenants", "1", "--hash-partitions", "8"}, "hybrid --layout"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("ESADMIN_TENANT", "")
