@@ -95,11 +95,16 @@ func ApplyLayout(ctx context.Context, pool *pgxpool.Pool, layout string, hashPar
 		return err
 	}
 	wantHybrid := layout == LayoutHybrid || layout == LayoutHybridGeneric
-	wantMode := map[string]string{LayoutPerTenantCustom: "force_custom_plan", LayoutHybridGeneric: "force_generic_plan"}[layout]
+	// Migration 00009 gives the functions custom plans (as
+	// per-tenant-custom did before it); only hybrid-generic changes that.
+	wantMode := "force_custom_plan"
+	if layout == LayoutHybridGeneric {
+		wantMode = "force_generic_plan"
+	}
 	switch {
 	case hybrid && !wantHybrid:
 		return fmt.Errorf("layout %s: this database has the hybrid layout (bench/layouts/hybrid.sql); use a database migrated without it", layout)
-	case planMode != "" && planMode != wantMode:
+	case planMode != "" && planMode != "force_custom_plan" && planMode != wantMode:
 		return fmt.Errorf("layout %s: this database's stream functions were set to plan_cache_mode %s by another layout", layout, planMode)
 	}
 	if len(files) == 0 {
