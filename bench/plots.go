@@ -2,8 +2,10 @@ package bench
 
 import (
 	"fmt"
+	"image/color"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"gonum.org/v1/plot"
@@ -21,7 +23,7 @@ const (
 	PlotClients = "clients.svg"
 )
 
-// series is one line of a chart; style picks the dashes: 0 solid (p50,
+// series is one line of a chart (color -1: black); style picks the dashes: 0 solid (p50,
 // or the store), 1 dashed (p99), 2 dotted (a baseline).
 type series struct {
 	name   string
@@ -96,7 +98,7 @@ func WritePlots(rep *ScaleReport, dir string) ([]string, error) {
 			total[i] += per
 		}
 	}
-	bytes = append(bytes, series{"total", xs, total, 0, 0})
+	bytes = append(bytes, series{"total", xs, total, -1, 0})
 	for i, label := range order {
 		bytes = append(bytes, series{label, xs, names[label], i + 1, 0})
 	}
@@ -117,7 +119,6 @@ func WritePlots(rep *ScaleReport, dir string) ([]string, error) {
 		clients = append(clients, series{label, cx, cy, i, 0}, series{"plain INSERT beside the " + label, cx, by, i, 2})
 	}
 
-	size := func(n int64) string { return strconv.FormatInt(n, 10) }
 	var paths []string
 	for _, c := range []struct {
 		file, title, x, y string
@@ -128,7 +129,7 @@ func WritePlots(rep *ScaleReport, dir string) ([]string, error) {
 		{PlotReads, "Reads against log size (1 client)", "events in the log", "latency (ms)", true, true, reads},
 		{PlotCatchUp, "Catch-up over the oldest 100,000 events (fewer at 10,000)", "events in the log", "events/s", true, false, catchup},
 		{PlotBytes, "Bytes on disk per event", "events in the log", "bytes per event", true, false, bytes},
-		{PlotClients, "Throughput against clients at " + size(rep.ClientsSize) + " events", "clients", "events/s", true, false, clients},
+		{PlotClients, "Throughput against clients at " + shortNumber(float64(rep.ClientsSize)) + " events", "clients", "events/s", true, false, clients},
 	} {
 		path := filepath.Join(dir, c.file)
 		drawn, err := lineChart(path, c.title, c.x, c.y, c.logX, c.logY, c.lines)
@@ -164,7 +165,16 @@ func lineChart(path, title, xLabel, yLabel string, logX, logY bool, lines []seri
 	p.Y.Label.Text = yLabel
 	if logX {
 		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+		// A tick at every measured x (sizes, client counts), no others.
+		var ticks []plot.Tick
+		for _, s := range lines {
+			for _, x := range s.xs {
+				if x > 0 && !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == x }) {
+					ticks = append(ticks, plot.Tick{Value: x, Label: shortNumber(x)})
+				}
+			}
+		}
+		p.X.Tick.Marker = plot.ConstantTicks(ticks)
 	}
 	if logY {
 		p.Y.Scale = plot.LogScale{}
@@ -192,9 +202,11 @@ func lineChart(path, title, xLabel, yLabel string, logX, logY bool, lines []seri
 			return false, err
 		}
 		drawn = true
-		l.Color = plotutil.Color(s.color)
-		sc.Color = plotutil.Color(s.color)
-		sc.Shape = plotutil.Shape(s.color)
+		l.Color, sc.Color = color.Color(color.Black), color.Color(color.Black)
+		if s.color >= 0 {
+			l.Color, sc.Color = plotutil.Color(s.color), plotutil.Color(s.color)
+			sc.Shape = plotutil.Shape(s.color)
+		}
 		switch s.style {
 		case 1:
 			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
@@ -211,10 +223,22 @@ func lineChart(path, title, xLabel, yLabel string, logX, logY bool, lines []seri
 	if logX {
 		p.X.Min, p.X.Max = p.X.Min/1.25, p.X.Max*1.25
 	}
+	// Headroom at the top for the legend.
 	if logY {
-		p.Y.Min, p.Y.Max = p.Y.Min/1.25, p.Y.Max*1.25
+		p.Y.Min, p.Y.Max = p.Y.Min/1.25, p.Y.Max*8
 	} else {
-		p.Y.Max *= 1.05
+		p.Y.Max *= 1.5
 	}
 	return true, p.Save(8*vg.Inch, 5*vg.Inch, path)
+}
+
+// shortNumber writes 10000 as 10k and 10000000 as 10M.
+func shortNumber(v float64) string {
+	switch {
+	case v >= 1e6:
+		return strconv.FormatFloat(v/1e6, 'g', 4, 64) + "M"
+	case v >= 1e3:
+		return strconv.FormatFloat(v/1e3, 'g', 4, 64) + "k"
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
 }
