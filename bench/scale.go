@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/eventstore-go/pges"
@@ -274,7 +275,8 @@ func scaleStep(ctx context.Context, r *runner, cfg ScaleConfig, size int64) (Sca
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // measurePair prepares a scenario and measures its baseline, then the
-// store phase, as Run does.
+// store phase, as Run does. During the store phase it samples what the
+// database's active backends wait for (Note).
 func measurePair(ctx context.Context, r *runner, name string, clients int, prepare func(ctx context.Context, r *runner, clients int) (op, op, error)) (Result, error) {
 	storeOp, baseOp, err := prepare(ctx, r, clients)
 	if err != nil {
@@ -286,11 +288,14 @@ func measurePair(ctx context.Context, r *runner, name string, clients int, prepa
 		r.finish(&Result{})
 		return Result{}, fmt.Errorf("baseline: %w", err)
 	}
+	stop := sampleWaits(ctx, r.pool)
 	res, err := r.measure(ctx, name, clients, storeOp)
+	waits := stop()
 	r.finish(&res)
 	if err != nil {
 		return Result{}, err
 	}
+	res.Note = strings.TrimPrefix(res.Note+"; "+waits, "; ")
 	res.Baseline = &base
 	if base.EventsPerSec > 0 {
 		res.Ratio = res.EventsPerSec / base.EventsPerSec
@@ -485,4 +490,62 @@ func (rep *ScaleReport) sizes() []float64 {
 		out[i] = float64(s.Size)
 	}
 	return slices.Clip(out)
+}
+
+// sampleWaits samples, every 20 ms until stop is called, the wait events
+// of the other active backends of this database (pg_stat_activity; "CPU"
+// when active and not waiting), and stop summarizes the most frequent as
+// shares of all samples: "waits: CPU 55%, IO:WALSync 30%, ...".
+func sampleWaits(ctx context.Context, pool *pgxpool.Pool) (stop func() string) {
+	ctx, cancel := context.WithCancel(ctx)
+	counts := map[string]int{}
+	total := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := pool.Acquire(ctx)
+		if err != nil {
+			return
+		}
+		defer conn.Release()
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rows, err := conn.Query(ctx, `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
+				WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend'`)
+			if err != nil {
+				return
+			}
+			for rows.Next() {
+				var w string
+				if rows.Scan(&w) == nil {
+					counts[w]++
+					total++
+				}
+			}
+			rows.Close()
+		}
+	}()
+	return func() string {
+		cancel()
+		<-done
+		if total == 0 {
+			return ""
+		}
+		keys := make([]string, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b string) int { return counts[b] - counts[a] })
+		var parts []string
+		for _, k := range keys[:min(5, len(keys))] {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", k, 100*float64(counts[k])/float64(total)))
+		}
+		return fmt.Sprintf("waits of active backends (%d samples): %s", total, strings.Join(parts, ", "))
+	}
 }

@@ -314,6 +314,21 @@ func writeScale(c *cli.Context, rep *bench.ScaleReport, plots []string, markdown
 	}
 	table("Every phase:", []string{"events", "scenario", "clients", "events/s", "p50 ms", "p95 ms", "p99 ms", "conflicts", "baseline events/s", "baseline p50 ms", "baseline p99 ms", "ratio"}, rows)
 
+	fmt.Fprintln(w, "\nWhat the database's active backends waited for in each store phase (sampled every 20 ms):")
+	fmt.Fprintln(w)
+	for _, s := range rep.Steps {
+		for _, r := range s.Results {
+			if r.Note != "" {
+				fmt.Fprintf(w, "- %s events, %s: %s\n", n(s.Size), r.Scenario, r.Note)
+			}
+		}
+	}
+	for _, r := range rep.Clients {
+		if r.Note != "" {
+			fmt.Fprintf(w, "- %s, %d clients: %s\n", r.Scenario, r.Clients, r.Note)
+		}
+	}
+
 	rows = nil
 	for _, r := range rep.Clients {
 		b := r.Baseline
