@@ -76,6 +76,11 @@ func WritePlots(rep *ScaleReport, dir string) ([]string, error) {
 			series{n.label + " p99", xs, lat(n.scenario, p99, false), i, 1})
 	}
 	reads = append(reads, series{"plain SELECT of the tag query's rows p50", xs, lat(ScaleTagQuery, p50, true), 2, 2})
+	goal := make([]float64, len(xs))
+	for i := range goal {
+		goal[i] = 2
+	}
+	reads = append(reads, series{"goal: tag query under 2 ms at 10M", xs, goal, -1, 2})
 
 	catchup := []series{
 		{"subscription catch-up", xs, lat(ScaleCatchUp, rate, false), 0, 0},
