@@ -308,11 +308,11 @@ func writeScale(c *cli.Context, rep *bench.ScaleReport, plots []string, markdown
 			if b == nil {
 				b = &bench.Result{}
 			}
-			rows = append(rows, []string{n(s.Size), r.Scenario, strconv.Itoa(r.Clients), fmt.Sprintf("%.0f", r.EventsPerSec), ms(r.P50), ms(r.P95), ms(r.P99),
+			rows = append(rows, []string{n(s.Size), r.Scenario, strconv.Itoa(r.Clients), fmt.Sprintf("%.0f", r.EventsPerSec), ms(r.P50), ms(r.P95), ms(r.P99), ms(r.Max),
 				strconv.FormatInt(r.Conflicts, 10), fmt.Sprintf("%.0f", b.EventsPerSec), ms(b.P50), ms(b.P99), fmt.Sprintf("%.2f", r.Ratio)})
 		}
 	}
-	table("Every phase:", []string{"events", "scenario", "clients", "events/s", "p50 ms", "p95 ms", "p99 ms", "conflicts", "baseline events/s", "baseline p50 ms", "baseline p99 ms", "ratio"}, rows)
+	table("Every phase:", []string{"events", "scenario", "clients", "events/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "conflicts", "baseline events/s", "baseline p50 ms", "baseline p99 ms", "ratio"}, rows)
 
 	fmt.Fprintln(w, "\nWhat the database's active backends waited for in each store phase (sampled every 20 ms):")
 	fmt.Fprintln(w)
