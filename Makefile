@@ -8,7 +8,7 @@ LOCAL_URL := postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 DEMO_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/pges_demo?sslmode=disable)
 BENCH_FLAGS ?= -duration 5s
 # The scale study (issue #7): its own database, tenant bench_scale grown to
-# 10M events (~30-40 minutes on 2 cores, ~8 GB); tables in bench/plots/scale.md.
+# 10M events (~13 minutes on 2 cores, ~7 GB); tables in bench/plots/scale.md.
 SCALE_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/pges_scale?sslmode=disable)
 SCALE_FLAGS ?= --scale 10000,100000,1000000,10000000 --plots bench/plots --markdown
 
