@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"reflect"
 	"sync"
@@ -77,7 +78,9 @@ func UpcastFunc[From, To any](f func(From) (To, error)) Upcaster {
 // errNull: encoding/json decodes null into a zero value without an error.
 var errNull = errors.New("payload is null")
 
-func isNull(payload json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(payload), []byte("null")) }
+func isNull(payload json.RawMessage) bool {
+	return bytes.Equal(bytes.TrimSpace(payload), []byte("null"))
+}
 
 // Event is a typed event: the stored event, with its payload bytes as
 // stored and the schema version it was written with, and its value decoded
@@ -147,6 +150,9 @@ func Register[T, E any](c *Codec[E], typeName string, version int) error {
 		return invalid(-1, "register %q: schema version %d is not between 1 and %d", typeName, version, maxSchemaVersion)
 	}
 	goType := reflect.TypeFor[T]()
+	if goType.Kind() == reflect.Interface {
+		return fmt.Errorf("register %q: %v is an interface; register the concrete type", typeName, goType)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ct, ok := c.byName[typeName]; ok && ct.goType != nil {
@@ -198,12 +204,15 @@ func (c *Codec[E]) Upcast(typeName string, from int, f Upcaster) error {
 // name, current schema version and, if v implements Tagger, its tags. Set
 // Metadata (see CausedBy) or ID on the result as needed.
 func (c *Codec[E]) Encode(v E) (EventData, error) {
-	goType := reflect.TypeOf(v)
+	rv := reflect.ValueOf(v)
+	if !rv.IsValid() || rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return EventData{}, invalid(-1, "encode: a nil %T is no event", v)
+	}
 	c.mu.RLock()
-	ct := c.byGo[goType]
+	ct := c.byGo[rv.Type()]
 	c.mu.RUnlock()
 	if ct == nil {
-		return EventData{}, fmt.Errorf("%w: no event type is registered for %v", ErrUnknownEventType, goType)
+		return EventData{}, fmt.Errorf("%w: no event type is registered for %v", ErrUnknownEventType, rv.Type())
 	}
 	payload, err := json.Marshal(v)
 	if err != nil {
@@ -236,19 +245,30 @@ func (c *Codec[E]) Decode(ev RecordedEvent) (Event[E], error) {
 	fail := func(kind, err error) (Event[E], error) {
 		return out, &DecodeError{TenantID: ev.TenantID, Position: ev.Position, Type: ev.Type, SchemaVersion: ev.SchemaVersion, Kind: kind, Err: err}
 	}
+	// The chain is collected under the lock: Upcast may run meanwhile.
 	c.mu.RLock()
 	ct := c.byName[ev.Type]
-	c.mu.RUnlock()
-	if ct == nil || ct.goType == nil {
-		return fail(ErrUnknownEventType, nil)
+	var goType reflect.Type
+	var chain []Upcaster
+	current := 0
+	if ct != nil {
+		goType, current = ct.goType, ct.version
+		for v := max(ev.SchemaVersion, 1); v < current; v++ {
+			chain = append(chain, ct.upcasters[v])
+		}
 	}
-	version := max(ev.SchemaVersion, 1)
-	if version > ct.version {
-		return fail(ErrUnknownSchemaVersion, fmt.Errorf("the registered version is %d", ct.version))
+	c.mu.RUnlock()
+	switch {
+	case goType == nil:
+		return fail(ErrUnknownEventType, nil)
+	case ev.SchemaVersion < 1:
+		return fail(ErrUnknownSchemaVersion, errors.New("the stored schema_version is not an integer from 1 to 999999999"))
+	case ev.SchemaVersion > current:
+		return fail(ErrUnknownSchemaVersion, fmt.Errorf("the registered version is %d", current))
 	}
 	payload := ev.Payload
-	for v := version; v < ct.version; v++ {
-		up := ct.upcasters[v]
+	for i, up := range chain {
+		v := ev.SchemaVersion + i
 		if up == nil {
 			return fail(ErrUnknownSchemaVersion, fmt.Errorf("no upcaster from version %d to %d", v, v+1))
 		}
@@ -261,7 +281,7 @@ func (c *Codec[E]) Decode(ev RecordedEvent) (Event[E], error) {
 	if isNull(payload) {
 		return fail(ErrEventSchemaMismatch, errNull)
 	}
-	ptr := reflect.New(ct.goType)
+	ptr := reflect.New(goType)
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	if !c.cfg.AllowUnknownFields {
 		dec.DisallowUnknownFields()
@@ -269,8 +289,8 @@ func (c *Codec[E]) Decode(ev RecordedEvent) (Event[E], error) {
 	if err := dec.Decode(ptr.Interface()); err != nil {
 		return fail(ErrEventSchemaMismatch, err)
 	}
-	if dec.More() {
-		return fail(ErrEventSchemaMismatch, errors.New("more than one JSON value"))
+	if _, err := dec.Token(); err != io.EOF {
+		return fail(ErrEventSchemaMismatch, errors.New("data after the JSON value"))
 	}
 	out.Data = ptr.Elem().Interface().(E) // Register checked that T implements E
 	return out, nil
@@ -290,7 +310,8 @@ func (c *Codec[E]) DecodeAll(events []RecordedEvent) ([]Event[E], error) {
 }
 
 // Events decodes a sequence of stored events (TenantStore.IterateStream, a
-// ReadResult's Events); it stops after the first error.
+// ReadResult's Events); it stops after the first error, which it yields
+// with the stored event (zero if the read failed) and a zero Data.
 func (c *Codec[E]) Events(seq iter.Seq2[RecordedEvent, error]) iter.Seq2[Event[E], error] {
 	return func(yield func(Event[E], error) bool) {
 		for ev, err := range seq {
@@ -307,8 +328,11 @@ func (c *Codec[E]) Events(seq iter.Seq2[RecordedEvent, error]) iter.Seq2[Event[E
 }
 
 // Handler adapts a typed handler to a subscription. An event that does not
-// decode fails without retries: the subscription's OnFailure applies at
-// once (stop, or park the event as a dead letter).
+// decode fails without retries, since a retry decodes the same bytes: the
+// subscription's OnFailure applies at once (stop, or park the event as a
+// dead letter). During a rolling deploy, where writers may ship a type or
+// field before the readers know it, StopOnFailure (the default) waits for
+// the new readers; ParkOnFailure would park such events.
 func (c *Codec[E]) Handler(h func(ctx context.Context, tx pgx.Tx, ev Event[E]) error) Handler {
 	return func(ctx context.Context, tx pgx.Tx, ev RecordedEvent) error {
 		typed, err := c.Decode(ev)

@@ -9,11 +9,13 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/internal/testdb"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -172,7 +174,10 @@ func TestUpcasterChainOnEveryReadPath(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range typed {
+		for j, e := range typed {
+			if !bytes.Equal(e.Payload, raw[j].Payload) {
+				t.Fatalf("stream c%d: Event.Payload %s is not the stored %s", i, e.Payload, raw[j].Payload)
+			}
 			streams.apply(e)
 		}
 		if typed[0].SchemaVersion != i || typed[0].TenantID != ts.TenantID() {
@@ -181,8 +186,12 @@ func TestUpcasterChainOnEveryReadPath(t *testing.T) {
 	}
 	streams.check(t, "stream reads")
 
-	// DCB reads, page by page (a page size below the result's).
-	res, err := ts.Read(ctx, pges.Query{{Types: []string{"CourseDefined", "StudentSubscribed"}}}, pges.QueryOptions{})
+	// DCB reads, page by page (pages of 2 events).
+	paged, err := pges.New(testdb.RuntimePool(t), &pges.Config{ReadPageSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := paged.Tenant(ts.TenantID()).Read(ctx, pges.Query{{Types: []string{"CourseDefined", "StudentSubscribed"}}}, pges.QueryOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +200,9 @@ func TestUpcasterChainOnEveryReadPath(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if e.TenantID != ts.TenantID() {
+			t.Fatalf("DCB read: tenant %q", e.TenantID)
+		}
 		dcb.apply(e)
 	}
 	dcb.check(t, "DCB read")
@@ -198,6 +210,9 @@ func TestUpcasterChainOnEveryReadPath(t *testing.T) {
 	// A durable subscription, then its replay from the start.
 	live := newCatalog()
 	handler := c.Handler(func(_ context.Context, _ pgx.Tx, e pges.Event[courseEvent]) error {
+		if e.TenantID != ts.TenantID() {
+			return fmt.Errorf("subscription: tenant %q", e.TenantID)
+		}
 		live.apply(e)
 		return nil
 	})
@@ -290,7 +305,7 @@ func TestDecodeErrors(t *testing.T) {
 			if !errors.Is(err, tc.kind) || st != (state{}) || version != 0 {
 				t.Fatalf("LoadAggregate: %+v v%d, %v; want no state and %v", st, version, err, tc.kind)
 			}
-			st, head, err := pges.Project(ctx, ts, pges.Tags(tag), state{}, agg.Apply, pges.AsOf{})
+			st, head, err := pges.Project(ctx, ts, pges.Tags(tag), agg.Init, agg.Apply, pges.AsOf{})
 			if !errors.Is(err, tc.kind) || st != (state{}) || head != 0 {
 				t.Fatalf("Project: %+v head %d, %v; want no state and %v", st, head, err, tc.kind)
 			}
@@ -298,10 +313,13 @@ func TestDecodeErrors(t *testing.T) {
 	}
 
 	// A subscription stops at the first undecodable event after one
-	// attempt, although MaxAttempts allows five with a long backoff.
+	// attempt, although MaxAttempts allows five.
 	seen := map[int64]bool{} // a handler's effects outside its transaction are at-least-once
 	err := ts.Subscribe(ctx, pges.SubscriptionConfig{Name: "strict", PollInterval: noPoll, MaxAttempts: 5, RetryBackoff: time.Millisecond,
-		Handler: c.Handler(func(_ context.Context, _ pgx.Tx, e pges.Event[courseEvent]) error { seen[e.Position] = true; return nil })})
+		Handler: c.Handler(func(_ context.Context, _ pgx.Tx, e pges.Event[courseEvent]) error {
+			seen[e.Position] = true
+			return nil
+		})})
 	var he *pges.HandlerError
 	var de *pges.DecodeError
 	if !errors.As(err, &he) || he.Attempts != 1 || !errors.As(err, &de) || !errors.Is(err, pges.ErrUnknownEventType) {
@@ -329,6 +347,7 @@ func TestCodecRegistration(t *testing.T) {
 		"upcast twice":           c.Upcast("CourseDefined", 2, func(p json.RawMessage) (json.RawMessage, error) { return p, nil }),
 		"upcast from version 0":  c.Upcast("CourseDefined", 0, func(p json.RawMessage) (json.RawMessage, error) { return p, nil }),
 		"register below upcasts": pges.Register[courseDefinedV2](upcastOnly(), "Old", 2),
+		"interface type":         pges.Register[courseEvent](pges.NewCodec[courseEvent](nil), "Any", 1),
 	} {
 		if err == nil {
 			t.Errorf("%s: accepted", name)
@@ -336,6 +355,23 @@ func TestCodecRegistration(t *testing.T) {
 	}
 	if _, err := pges.NewCodec[any](nil).Encode(CourseDefined{}); !errors.Is(err, pges.ErrUnknownEventType) {
 		t.Fatalf("encode of an unregistered type: %v", err)
+	}
+	ptrs := pges.NewCodec[any](nil)
+	if err := pges.Register[*CourseDefined](ptrs, "CourseDefined", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ptrs.Encode((*CourseDefined)(nil)); !errors.Is(err, pges.ErrInvalidEvent) {
+		t.Fatalf("encode of a nil pointer: %v", err)
+	}
+	if e, err := ptrs.Decode(pges.RecordedEvent{Type: "CourseDefined", SchemaVersion: 1, Payload: json.RawMessage(`{"name":"Go"}`)}); err != nil || e.Data.(*CourseDefined).Name != "Go" {
+		t.Fatalf("pointer type: %+v, %v", e, err)
+	}
+	// An upcaster's output is checked as strictly as a stored payload.
+	trailing := pges.NewCodec[any](nil)
+	_ = pges.Register[CourseDefined](trailing, "CourseDefined", 2)
+	_ = trailing.Upcast("CourseDefined", 1, func(json.RawMessage) (json.RawMessage, error) { return json.RawMessage(`{"name":"Go"}]`), nil })
+	if _, err := trailing.Decode(pges.RecordedEvent{Type: "CourseDefined", SchemaVersion: 1, Payload: json.RawMessage(`{}`)}); !errors.Is(err, pges.ErrEventSchemaMismatch) {
+		t.Fatalf("upcaster output with data after it: %v", err)
 	}
 	for _, v := range []int{-1, 1_000_000_000} {
 		_, err := ts.AppendToStream(ctx, "s", pges.Any, pges.EventData{Type: "E", Payload: json.RawMessage(`{}`), SchemaVersion: v})
@@ -345,7 +381,8 @@ func TestCodecRegistration(t *testing.T) {
 	}
 	// SQL clients meet the table constraint.
 	mustAppend(t, ts, "s", pges.NoStream, pges.EventData{Type: "E", Payload: json.RawMessage(`{}`), SchemaVersion: 2})
-	for _, md := range []string{`{"schema_version": "2"}`, `{"schema_version": 0}`, `{"schema_version": 1.5}`, `{"schema_version": -3}`, `{"schema_version": null}`} {
+	for _, md := range []string{`{"schema_version": "2"}`, `{"schema_version": 0}`, `{"schema_version": 1.5}`, `{"schema_version": -3}`,
+		`{"schema_version": null}`, `{"schema_version": 1000000000}`, `{"schema_version": [2]}`} {
 		err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SELECT set_config('es.tenant_id', $1, true)`, ts.TenantID()); err != nil {
 				return err
@@ -353,7 +390,8 @@ func TestCodecRegistration(t *testing.T) {
 			_, err := tx.Exec(ctx, `SELECT es.append_events($1, jsonb_build_array(jsonb_build_object('type', 'E', 'payload', '{}'::jsonb, 'metadata', $2::jsonb)), NULL, NULL)`, ts.TenantID(), md)
 			return err
 		})
-		if !errors.Is(pges.TranslateError(err), pges.ErrInvalidEvent) {
+		var ie *pges.InvalidEventError
+		if !errors.As(pges.TranslateError(err), &ie) || ie.Index != 0 || !strings.Contains(ie.Reason, "schema_version") {
 			t.Fatalf("metadata %s: %v", md, err)
 		}
 	}
@@ -389,5 +427,43 @@ func TestCausedBy(t *testing.T) {
 		!reflect.DeepEqual(invoice[0].Metadata, pges.Metadata{CorrelationID: root, CausationID: root, User: "billing"}) ||
 		!reflect.DeepEqual(mail[0].Metadata, pges.Metadata{CorrelationID: root, CausationID: invoice[0].ID.String()}) {
 		t.Fatalf("chain: %+v then %+v", invoice[0].Metadata, mail[0].Metadata)
+	}
+}
+
+// An event whose metadata.schema_version is not a version (a SQL client
+// could store one before migration 00008) still reads, with version 0 on
+// every read path and NULL in SQL; a codec refuses to decode it.
+func TestUnreadableSchemaVersionStillReads(t *testing.T) {
+	ctx := context.Background()
+	ts, admin := newTenant(t)
+	c := courseCodec(t)
+	for i, md := range []string{`{"schema_version": "2"}`, `{"schema_version": 0}`, `{"schema_version": 2.5}`, `{"schema_version": null, "user": "u"}`, `{"schema_version": 2.0}`} {
+		if _, err := admin.Exec(ctx, `INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version, payload, metadata)
+			VALUES ($1, nextval('es.event_position'), gen_random_uuid(), 'CourseDefined', 'old', $2, '{"course_id":"c1"}', $3::jsonb)`, ts.TenantID(), i+1, md); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := ts.ReadStream(ctx, "old", pges.ReadOptions{})
+	if err != nil || len(raw) != 5 {
+		t.Fatalf("read: %d events, %v", len(raw), err)
+	}
+	var got []int
+	for _, e := range raw {
+		got = append(got, e.SchemaVersion)
+	}
+	if !slices.Equal(got, []int{0, 0, 0, 0, 2}) || raw[3].Metadata.User != "u" {
+		t.Fatalf("schema versions %v, metadata %+v", got, raw[3].Metadata)
+	}
+	all, _, err := ts.ReadAll(ctx, pges.QueryAll(), pges.QueryOptions{})
+	if err != nil || len(all) != 5 || all[0].SchemaVersion != 0 {
+		t.Fatalf("DCB read: %+v, %v", all, err)
+	}
+	rows, _ := admin.Query(ctx, `SELECT coalesce(es.event_schema_version(metadata), -1) FROM es.events WHERE tenant_id = $1 ORDER BY position`, ts.TenantID())
+	sqlSide, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil || !slices.Equal(sqlSide, []int32{-1, -1, -1, -1, 2}) {
+		t.Fatalf("es.event_schema_version: %v, %v", sqlSide, err)
+	}
+	if _, err := c.Decode(raw[0]); !errors.Is(err, pges.ErrUnknownSchemaVersion) {
+		t.Fatalf("decode of version 0: %v", err)
 	}
 }

@@ -54,7 +54,8 @@ type RecordedEvent struct {
 	Tags          []string        `json:"tags,omitempty"`
 	RecordedAt    time.Time       `json:"recorded_at"`
 	// SchemaVersion is the version of the payload's shape it was written
-	// with: 1 unless the append gave another.
+	// with: 1 unless the append gave another; 0 if the stored value is not
+	// a version (written by a SQL client before migration 00008).
 	SchemaVersion int `json:"schema_version"`
 	// TenantID is the tenant whose log holds the event (set by every read
 	// path; left out of JSON, where the tenant is the file's or command's).
@@ -154,8 +155,8 @@ func encodeBatch(events []EventData) ([]byte, error) {
 	return json.Marshal(wire)
 }
 
-// maxSchemaVersion is the largest schema version the store accepts (the
-// table constraint's nine digits).
+// maxSchemaVersion is the largest schema version the store accepts (nine
+// digits, as es.check_batch in migrations/00008).
 const maxSchemaVersion = 999_999_999
 
 func (m Metadata) isZero() bool {

@@ -83,7 +83,9 @@ func (a Aggregate[S]) fromSnapshot(snap Snapshot) (S, error) {
 		return s, fmt.Errorf("schema version %d is newer than the aggregate's %d", snap.SchemaVersion, current)
 	}
 	state := snap.State
-	for v := snap.SchemaVersion; v < current; v++ {
+	// Before schema versions were checked, an Aggregate without one saved
+	// its snapshots as version 0: they are version 1.
+	for v := max(snap.SchemaVersion, 1); v < current; v++ {
 		up := a.SnapshotUpcasters[v]
 		if up == nil {
 			return s, fmt.Errorf("no snapshot upcaster from schema version %d to %d", v, v+1)

@@ -127,6 +127,21 @@ func TestSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Snapshots saved before schema versions were checked have version 0:
+	// they count as version 1, used as they are.
+	if err := ts.SaveSnapshot(ctx, "acc", 4, 0, json.RawMessage(`{"sum": 10}`)); err != nil {
+		t.Fatal(err)
+	}
+	applied, ignored = 0, nil
+	v1 := counterAggregate(&applied, 0)
+	v1.OnSnapshotIgnored = newer.OnSnapshotIgnored
+	if state, version, err := pges.LoadAggregate(ctx, ts, "acc", v1); err != nil || state.Sum != 15 || version != 5 || applied != 1 || ignored != nil {
+		t.Fatalf("schema 0 snapshot: %+v v%d applied %d ignored %q, %v", state, version, applied, ignored, err)
+	}
+	if _, err := ts.DeleteSnapshots(ctx, "acc", 4); err != nil {
+		t.Fatal(err)
+	}
+
 	// Saving the same version again replaces it.
 	if err := ts.SaveSnapshot(ctx, "acc", 3, 2, json.RawMessage(`{"sum":7}`)); err != nil {
 		t.Fatal(err)

@@ -1,12 +1,12 @@
 package pges
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"iter"
 	"strconv"
-	"strings"
 
 	"github.com/eventstore-go/pges/db"
 )
@@ -149,23 +149,47 @@ func recordedFromRow(tenantID string, r db.ReadStreamRow) (RecordedEvent, error)
 	}
 	// The common cases, without a trip through encoding/json: no metadata,
 	// or only a codec's schema version (jsonb prints it in this form).
-	md := string(r.Metadata)
-	if md == "{}" {
+	if string(r.Metadata) == "{}" {
 		return e, nil
 	}
-	if v, ok := strings.CutPrefix(md, `{"schema_version": `); ok {
-		if n, err := strconv.Atoi(strings.TrimSuffix(v, "}")); err == nil && strings.HasSuffix(v, "}") {
-			e.SchemaVersion = n
+	if v, ok := bytes.CutPrefix(r.Metadata, []byte(`{"schema_version": `)); ok && len(v) > 1 && len(v) <= 10 && v[len(v)-1] == '}' {
+		n, digits := 0, v[:len(v)-1]
+		for _, c := range digits {
+			if c < '0' || c > '9' {
+				n = -1
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		if n >= 0 {
+			e.SchemaVersion = schemaVersion(float64(n))
 			return e, nil
 		}
 	}
-	var w wireMetadata
+	var w struct {
+		Metadata
+		SchemaVersion json.RawMessage `json:"schema_version"`
+	}
 	if err := json.Unmarshal(r.Metadata, &w); err != nil {
 		return e, fmt.Errorf("tenant %q, event at position %d: metadata: %w", tenantID, r.Position, err)
 	}
 	e.Metadata = w.Metadata
-	if w.SchemaVersion > 0 {
-		e.SchemaVersion = w.SchemaVersion
+	if w.SchemaVersion != nil {
+		// Not a number (a string, null) gives 0, as a bad number does.
+		v, _ := strconv.ParseFloat(string(w.SchemaVersion), 64)
+		e.SchemaVersion = schemaVersion(v)
 	}
 	return e, nil
+}
+
+// schemaVersion maps a stored metadata.schema_version to
+// RecordedEvent.SchemaVersion: 0 if it is not an integer from 1 to
+// maxSchemaVersion, as es.event_schema_version returns NULL. Only a SQL
+// client could have stored such a value, before migration 00008; the
+// event still reads, and a Codec refuses to decode it.
+func schemaVersion(v float64) int {
+	if v < 1 || v > maxSchemaVersion || v != float64(int(v)) {
+		return 0
+	}
+	return int(v)
 }

@@ -428,7 +428,8 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 				failures[failed.position] = n
 				// An event that does not decode will not decode on a retry.
 				var decodeErr *DecodeError
-				if n >= s.cfg.MaxAttempts || errors.As(failed.err, &decodeErr) {
+				undecodable := errors.As(failed.err, &decodeErr) && decodeErr.Position == failed.position
+				if n >= s.cfg.MaxAttempts || undecodable {
 					if s.cfg.OnFailure == StopOnFailure {
 						return &HandlerError{TenantID: s.t.tenantID, Subscription: s.name, Position: failed.position,
 							EventType: failed.eventType, Attempts: n, Err: failed.err}

@@ -273,6 +273,7 @@ func TestSubscriptionUnrelatedLongTransaction(t *testing.T) {
 	if err := long.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
+	testdb.WaitForHorizon(t, admin) // other packages' tests may hold it too
 	waitFor(t, 3*time.Second, "the event after the long transaction ended", func() bool { return len(got.positions()) == 1 })
 	if p := got.positions(); p[0] != pos {
 		t.Fatalf("got %v, want [%d]", p, pos)
@@ -691,8 +692,16 @@ func TestSubscriptionFailoverToStandby(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	waitFor(t, 10*time.Second, "the standby to take over", func() bool { return owners()["standby"] > 0 })
+	// The handover is the lease changing hands; the delivery that follows
+	// also waits for the horizon, which any transaction in the cluster
+	// (another package's test) can hold.
+	waitFor(t, 10*time.Second, "the standby to take the lease", func() bool {
+		var owner string
+		_ = admin.QueryRow(ctx, "SELECT coalesce(owner, '') FROM es.subscriptions WHERE tenant_id = $1 AND name = 'failover'", ts.TenantID()).Scan(&owner)
+		return owner == "standby"
+	})
 	handover := time.Since(killed)
+	waitFor(t, 10*time.Second, "the standby to deliver", func() bool { return owners()["standby"] > 0 })
 	t.Logf("handover after kill: %s (bound %s)", handover, ttl+ttl/3)
 	if bound := ttl + ttl/3 + 500*time.Millisecond; handover > bound {
 		t.Errorf("handover took %s, over the bound %s", handover, bound)
@@ -840,6 +849,7 @@ func TestStartAtPositionWaitsForOpenTransactions(t *testing.T) {
 	if err := txA.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+	testdb.WaitForHorizon(t, admin)
 	var types []string
 	rows, err := conn.Query(ctx, "SELECT event_type FROM es.subscription_next($1, 'from-a', 10)", ts.TenantID())
 	if err != nil {

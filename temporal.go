@@ -106,31 +106,33 @@ func LoadAggregateAsOf[S any](ctx context.Context, t *TenantStore, streamID stri
 }
 
 // Project folds the events matching a DCB query, in position order, into
-// a state: a decision model. It returns the state and the head to append
-// after, AppendCondition{FailIfEventsMatch: q, After: head}. With at set
-// (Position or Time) it returns the state as of then, and the head is the
-// read's bound: for looking back, not for appending. A failed apply
-// returns the initial state, never a partial one.
-func Project[S any](ctx context.Context, t *TenantStore, q Query, init S, apply func(S, RecordedEvent) (S, error), at AsOf) (S, int64, error) {
+// a state: a decision model, starting from init(). It returns the state
+// and the head to append after, AppendCondition{FailIfEventsMatch: q,
+// After: head}. With at set it returns the state as of then: for looking
+// back, not for appending. Under a Position bound the head is the bound,
+// or the read's head if that is lower (a position beyond it could still be
+// taken by an append in flight); under a Time bound it is the read's head.
+// A failed apply returns init(), never a partial state.
+func Project[S any](ctx context.Context, t *TenantStore, q Query, init func() S, apply func(S, RecordedEvent) (S, error), at AsOf) (S, int64, error) {
 	if err := at.check(false); err != nil {
-		return init, 0, err
+		return init(), 0, err
 	}
 	res, err := t.Read(ctx, q, QueryOptions{})
 	if err != nil {
-		return init, 0, err
+		return init(), 0, err
 	}
-	state, head := init, res.Head
+	state, head := init(), res.Head
 	if at.Position != 0 {
 		head = min(head, at.Position)
 	}
 	for e, err := range res.Events {
 		if err != nil {
-			return init, 0, err
+			return init(), 0, err
 		}
 		in, more := at.includes(e)
 		if in {
 			if state, err = apply(state, e); err != nil {
-				return init, 0, fmt.Errorf("apply %s at position %d: %w", e.Type, e.Position, err)
+				return init(), 0, fmt.Errorf("apply %s at position %d: %w", e.Type, e.Position, err)
 			}
 		}
 		if !more {

@@ -61,7 +61,7 @@ func TestTemporalReads(t *testing.T) {
 		if at.Version != 0 {
 			return
 		}
-		model, _, err := pges.Project(ctx, ts, pges.Tags("account:acc"), counter{}, agg.Apply, at)
+		model, _, err := pges.Project(ctx, ts, pges.Tags("account:acc"), agg.Init, agg.Apply, at)
 		if err != nil || model.Sum != wantSum {
 			t.Fatalf("decision model as of %s: sum %d, %v; replay gives %d", what, model.Sum, err, wantSum)
 		}
@@ -83,7 +83,7 @@ func TestTemporalReads(t *testing.T) {
 	check("time before the first event", pges.AsOf{Time: before}, func(pges.RecordedEvent) bool { return false })
 
 	// Without a bound: everything, and a head to append after.
-	model, head, err := pges.Project(ctx, ts, pges.Tags("account:acc"), counter{}, agg.Apply, pges.AsOf{})
+	model, head, err := pges.Project(ctx, ts, pges.Tags("account:acc"), agg.Init, agg.Apply, pges.AsOf{})
 	if err != nil || model.Sum != 36 || head != others[7].Position {
 		t.Fatalf("now: sum %d head %d, %v", model.Sum, head, err)
 	}
@@ -97,7 +97,48 @@ func TestTemporalReads(t *testing.T) {
 			t.Errorf("aggregate, %s: %v", name, err)
 		}
 	}
-	if _, _, err := pges.Project(ctx, ts, pges.Tags("account:acc"), counter{}, agg.Apply, pges.AsOf{Version: 2}); !errors.Is(err, pges.ErrInvalidEvent) {
+	if _, _, err := pges.Project(ctx, ts, pges.Tags("account:acc"), agg.Init, agg.Apply, pges.AsOf{Version: 2}); !errors.Is(err, pges.ErrInvalidEvent) {
 		t.Errorf("decision model as of a version: %v", err)
+	}
+}
+
+// An event's recorded time is its transaction's start, so a stream's times
+// need not grow with its versions: a bound in time keeps an event that was
+// numbered after one it leaves out.
+func TestAsOfTimeIsNotAPrefixOfTheStream(t *testing.T) {
+	ctx := context.Background()
+	ts, admin := newTenant(t)
+	// A begins first, B appends and commits, then A appends: A's event has
+	// the later version and the earlier time.
+	a, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Rollback(ctx)
+	var aStart time.Time
+	if err := a.QueryRow(ctx, `SELECT set_config('es.tenant_id', $1, true), now()`, ts.TenantID()).Scan(new(string), &aStart); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	mustAppend(t, ts, "acc", pges.NoStream, ev("Added", map[string]int{"n": 1}))
+	if _, err := a.Exec(ctx, `SELECT es.append_to_stream($1, 'acc', -1, '[{"type":"Added","payload":{"n":10}}]')`, ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acc, _ := ts.ReadStream(ctx, "acc", pges.ReadOptions{})
+	if len(acc) != 2 || !acc[1].RecordedAt.Before(acc[0].RecordedAt) {
+		t.Fatalf("want version 2 recorded before version 1: %+v", acc)
+	}
+	var applied int
+	agg := counterAggregate(&applied, 1)
+	st, version, err := pges.LoadAggregateAsOf(ctx, ts, "acc", agg, pges.AsOf{Time: aStart})
+	if err != nil || st.Sum != 10 || version != 2 {
+		t.Fatalf("as of A's start: sum %d v%d, %v; want only A's event (n=10, version 2)", st.Sum, version, err)
+	}
+	model, _, err := pges.Project(ctx, ts, pges.QueryAll(), agg.Init, agg.Apply, pges.AsOf{Time: aStart})
+	if err != nil || model.Sum != 10 {
+		t.Fatalf("decision model as of A's start: sum %d, %v", model.Sum, err)
 	}
 }

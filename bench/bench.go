@@ -42,6 +42,15 @@ type Config struct {
 	Scenarios []string
 	// Progress receives a line every few seconds; nil is quiet.
 	Progress io.Writer
+	// Layout is the tenant layout TenantScale measures (see Layouts);
+	// empty is LayoutPerTenant.
+	Layout string
+	// HashPartitions is the number of hash leaves of the hybrid layouts;
+	// 0 is DefaultHashPartitions.
+	HashPartitions int
+	// LargeTenantEvents, if set, makes TenantScale finish with the drop of
+	// a tenant holding this many events.
+	LargeTenantEvents int
 }
 
 // Result is one measured phase.

@@ -11,22 +11,61 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// TenantScale measures how the store behaves as the number of tenants (one
-// partition of each tenant table per tenant) grows: for each count it tops
-// the bench tenants (bench_t_00001, ...) up to that count, timing every
-// create, then measures a one-event stream append and a 100-event stream
-// read on one tenant beside their plain-SQL baselines, and the drop of ten
-// extra tenants. The tenants stay for the next, larger count.
+// TenantScale measures how the store behaves as the number of tenants
+// grows, in the tenant layout cfg.Layout (ApplyLayout; the default is one
+// partition of each tenant table per tenant): for each count it tops the
+// bench tenants (bench_t_00001, ...) up to that count, timing every create,
+// then measures a one-event stream append and a 100-event stream read on one
+// tenant beside their plain-SQL baselines, and the drop of ten extra tenants
+// holding ten events each. In a hybrid layout those tenants share the hash
+// leaves (their drop is a DELETE), and it also times giving three tenants
+// of ten events their own partitions (es.dedicate_tenant). The tenants stay
+// for the next, larger count. With cfg.LargeTenantEvents it ends with the
+// drop of one tenant holding that many events.
 func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []int) ([]Result, error) {
+	if err := ApplyLayout(ctx, pool, cfg.Layout, cfg.HashPartitions); err != nil {
+		return nil, err
+	}
+	layout := cfg.Layout
+	if layout == "" {
+		layout = LayoutPerTenant
+	}
+	hybrid := layout == LayoutHybrid || layout == LayoutHybridGeneric
 	r, err := newRunner(ctx, pool, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m := tenant.NewManager(r.pool)
+	store, err := pges.New(r.pool, nil)
+	if err != nil {
+		return nil, err
+	}
 	var results []Result
 	have := 0
 	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM es.tenants WHERE tenant_id LIKE 'bench\\_t\\_%'").Scan(&have); err != nil {
 		return nil, err
+	}
+	// withEvents creates a tenant holding n events (batches of at most 1,000).
+	withEvents := func(id string, n int) error {
+		if _, err := m.Create(ctx, id, ""); err != nil {
+			return err
+		}
+		for written := 0; written < n; written += 1000 {
+			batch := make([]pges.EventData, min(1000, n-written))
+			for k := range batch {
+				batch[k] = event(0, int64(written), k)
+			}
+			if _, err := store.Tenant(id).Append(ctx, batch, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	name := func(scenario string, n int) string {
+		if layout == LayoutPerTenant {
+			return fmt.Sprintf("%s (%d tenants)", scenario, n)
+		}
+		return fmt.Sprintf("%s (%d tenants, %s)", scenario, n, layout)
 	}
 	for _, n := range counts {
 		var creates []time.Duration
@@ -43,16 +82,13 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 			}
 		}
 		if len(creates) > 0 {
-			results = append(results, timings(fmt.Sprintf("tenant-create (%d tenants)", n), creates, time.Since(start)))
+			results = append(results, timings(name("tenant-create", n), creates, time.Since(start)))
 		}
 
 		// One tenant among n: append and read, beside the baselines.
 		id := fmt.Sprintf("%s_t_%05d", Tenant, max(1, n/2))
-		store, err := pges.New(r.pool, nil)
-		if err != nil {
-			return results, err
-		}
-		sub := &runner{pool: r.pool, store: store.Tenant(id), cfg: cfg, runID: r.runID}
+		// Streams named per count: two counts may pick the same tenant.
+		sub := &runner{pool: r.pool, store: store.Tenant(id), cfg: cfg, runID: fmt.Sprintf("%s_n%d", r.runID, n)}
 		for _, s := range []scenario{
 			{name: "stream-append-1", prepare: prepareAppend(1)},
 			{name: "read-stream-100", prepare: prepareReadSmall},
@@ -61,7 +97,7 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 			if err != nil {
 				return results, err
 			}
-			name := fmt.Sprintf("%s (%d tenants)", s.name, n)
+			name := name(s.name, n)
 			base, err := sub.measure(ctx, name+" (baseline)", 1, baseOp)
 			if err != nil {
 				return results, err
@@ -79,14 +115,7 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 		start = time.Now()
 		for i := 0; i < 10; i++ {
 			id := fmt.Sprintf("%s_drop_%d", Tenant, i)
-			if _, err := m.Create(ctx, id, ""); err != nil {
-				return results, err
-			}
-			batch := make([]pges.EventData, 10)
-			for k := range batch {
-				batch[k] = event(0, int64(k), k)
-			}
-			if _, err := store.Tenant(id).Append(ctx, batch, nil); err != nil {
+			if err := withEvents(id, 10); err != nil {
 				return results, err
 			}
 			t0 := time.Now()
@@ -95,7 +124,45 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 			}
 			drops = append(drops, time.Since(t0))
 		}
-		results = append(results, timings(fmt.Sprintf("tenant-drop (%d tenants)", n), drops, time.Since(start)))
+		results = append(results, timings(name("tenant-drop", n), drops, time.Since(start)))
+
+		if hybrid {
+			// Dedicating: three tenants of ten events move to their own
+			// partitions (a scan of the shared leaves), then are dropped.
+			var dedicates []time.Duration
+			start = time.Now()
+			for i := 0; i < 3; i++ {
+				id := fmt.Sprintf("%s_dedicated_%d", Tenant, i)
+				if err := withEvents(id, 10); err != nil {
+					return results, err
+				}
+				t0 := time.Now()
+				if _, err := r.pool.Exec(ctx, "SELECT es.dedicate_tenant($1)", id); err != nil {
+					return results, fmt.Errorf("dedicate %s: %w", id, err)
+				}
+				dedicates = append(dedicates, time.Since(t0))
+				if _, err := m.Drop(ctx, id); err != nil {
+					return results, err
+				}
+			}
+			results = append(results, timings(name("tenant-dedicate", n), dedicates, time.Since(start)))
+		}
+	}
+	if cfg.LargeTenantEvents > 0 && len(counts) > 0 {
+		id := Tenant + "_large"
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "  writing %d events to %s\n", cfg.LargeTenantEvents, id)
+		}
+		if err := withEvents(id, cfg.LargeTenantEvents); err != nil {
+			return results, err
+		}
+		t0 := time.Now()
+		if _, err := m.Drop(ctx, id); err != nil {
+			return results, err
+		}
+		d := time.Since(t0)
+		res := timings(name(fmt.Sprintf("tenant-drop-%d-events", cfg.LargeTenantEvents), counts[len(counts)-1]), []time.Duration{d}, d)
+		results = append(results, res)
 	}
 	return results, nil
 }

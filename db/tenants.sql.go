@@ -345,3 +345,15 @@ func (q *Queries) TenantStats(ctx context.Context, db DBTX, tenantID string) (Te
 	)
 	return i, err
 }
+
+const useCustomPlans = `-- name: UseCustomPlans :exec
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true)
+`
+
+// For the rest of the transaction: the direct statements on es.events
+// below must never build a generic plan, which locks every partition
+// (migrations/00009_custom_plans.sql).
+func (q *Queries) UseCustomPlans(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, useCustomPlans)
+	return err
+}

@@ -56,3 +56,9 @@ FROM es.subscriptions s WHERE s.tenant_id = @tenant_id ORDER BY s.name;
 
 -- name: ImportSubscriptions :one
 SELECT es.import_subscriptions(@tenant_id::text, @rows::jsonb)::bigint AS imported;
+
+-- name: UseCustomPlans :exec
+-- For the rest of the transaction: the direct statements on es.events
+-- below must never build a generic plan, which locks every partition
+-- (migrations/00009_custom_plans.sql).
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true);

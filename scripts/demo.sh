@@ -53,7 +53,7 @@ done
 wait "$tail_pid"
 echo '--- replay the stream as JSON Lines (a progress bar appears on a terminal)' >&2
 es replay -t demo --stream "$stream"
-echo '--- the Go quickstart (examples/quickstart): streams, snapshot, a DCB decision, a subscription' >&2
+echo '--- the Go quickstart (examples/quickstart): streams, snapshot, typed events, a DCB decision, a subscription' >&2
 DATABASE_URL="$url" go run ./examples/quickstart
 es snapshot list -t acme
 es subscription list -t acme

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -345,6 +346,10 @@ func TestUsageErrors(t *testing.T) {
 		{"missing tenant", []string{"events", "read", "--stream", "s"}, "--tenant"},
 		{"bench without duration or count", []string{"bench", "--duration", "0s"}, "--count"},
 		{"bench bad clients", []string{"bench", "--count", "1", "--clients", "0"}, "--clients"},
+		{"bench bad layout", []string{"bench", "--count", "1", "--tenants", "1", "--layout", "hash"}, "--layout \"hash\": use one of per-tenant, per-tenant-custom, hybrid, hybrid-generic"},
+		{"bench layout without tenants", []string{"bench", "--count", "1", "--layout", "hybrid"}, "--layout applies only with --tenants"},
+		{"bench hash partitions out of range", []string{"bench", "--count", "1", "--tenants", "1", "--layout", "hybrid", "--hash-partitions", "0"}, "--hash-partitions"},
+		{"bench hash partitions without hybrid", []string{"bench", "--count", "1", "--tenants", "1", "--hash-partitions", "8"}, "hybrid --layout"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("ESADMIN_TENANT", "")
@@ -829,7 +834,7 @@ func TestMigrateDryRunChangesNothing(t *testing.T) {
 	}
 	r = esadmin(t, "", "migrate", "down", "--dry-run")
 	wantOK(t, r)
-	if !strings.HasPrefix(r.stdout, "-- down "+strings.TrimSpace(before)) || !strings.Contains(r.stdout, "DROP ") || strings.Contains(r.stdout, "+goose") {
+	if !strings.HasPrefix(r.stdout, "-- down "+strings.TrimSpace(before)) || !regexp.MustCompile(`(?m)^(DROP|ALTER) `).MatchString(r.stdout) || strings.Contains(r.stdout, "+goose") {
 		t.Fatalf("dry-run down printed %q", r.stdout)
 	}
 	if after := esadmin(t, "", "migrate", "version").stdout; after != before {

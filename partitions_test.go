@@ -1,0 +1,85 @@
+package pges_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/eventstore-go/pges/internal/testdb"
+	"github.com/jackc/pgx/v5"
+)
+
+// NOTES.md hazard 10, as met at 10,000 tenants (bench/RESULTS.md, issue
+// #4): a generic plan of a statement on a partitioned table locks every
+// partition, and PL/pgSQL builds one on a connection's 6th call. Here, with
+// a few dozen tenants, ten calls of each stream function on a new
+// connection must leave locks on one partition of es.events, not on all.
+func TestStreamFunctionsNeverLockEveryPartition(t *testing.T) {
+	ctx := context.Background()
+	admin := testdb.Pool(t)
+	var tenant string
+	for i := range 30 {
+		id := testdb.NewTenant(t, admin)
+		if i == 0 {
+			tenant = id
+		}
+	}
+	conn, err := pgx.Connect(ctx, testdb.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT set_config('es.tenant_id', $1, false)`, tenant); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT es.append_to_stream($1, 's', -1, '[{"type":"E","payload":{}}]')`, tenant); err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range []string{
+		`SELECT * FROM es.stream_head($1, 's')`,
+		`SELECT * FROM es.read_stream($1, 's', 0, 10, false)`,
+		`SELECT es.read_head($1, '[{"types":["E"]}]')`,
+		`SELECT * FROM es.read_events($1, '[{"types":["E"]}]', 0, NULL, 10, false)`,
+		`SELECT * FROM es.load_snapshot($1, 's')`,
+	} {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			if _, err := tx.Exec(ctx, call, tenant); err != nil {
+				t.Fatalf("%s: %v", call, err)
+			}
+		}
+		var locked, partitions int
+		if err := tx.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM pg_locks l JOIN pg_inherits i ON i.inhrelid = l.relation
+			  WHERE l.pid = pg_backend_pid() AND i.inhparent IN ('es.events'::regclass, 'es.snapshots'::regclass)),
+			(SELECT count(*) FROM pg_inherits WHERE inhparent = 'es.events'::regclass)`).Scan(&locked, &partitions); err != nil {
+			t.Fatal(err)
+		}
+		_ = tx.Rollback(ctx)
+		if partitions < 30 || locked > 2 {
+			t.Errorf("%s, 10 calls: locks on %d partitions of %d", call, locked, partitions)
+		}
+	}
+}
+
+// Every function with statements on a partitioned table forces custom
+// plans (migrations/00009_custom_plans.sql), new ones included.
+func TestPartitionedTableFunctionsUseCustomPlans(t *testing.T) {
+	rows, err := testdb.Pool(t).Query(context.Background(), `
+		SELECT p.oid::regprocedure::text FROM pg_proc p
+		 WHERE p.pronamespace = 'es'::regnamespace AND p.prosrc ~ 'es\.(events|snapshots)\M'
+		   AND NOT coalesce('plan_cache_mode=force_custom_plan' = ANY (p.proconfig), false)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Fatal(fmt.Sprintf("functions on es.events/es.snapshots without plan_cache_mode = force_custom_plan: %v", missing))
+	}
+}
