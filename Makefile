@@ -7,8 +7,12 @@ GO ?= go
 LOCAL_URL := postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 DEMO_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/pges_demo?sslmode=disable)
 BENCH_FLAGS ?= -duration 5s
+# The scale study (issue #7): its own database, tenant bench_scale grown to
+# 10M events (~13 minutes on 2 cores, ~7 GB); tables in bench/plots/scale.md.
+SCALE_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/pges_scale?sslmode=disable)
+SCALE_FLAGS ?= --scale 10000,100000,1000000,10000000 --plots bench/plots --markdown
 
-.PHONY: all build test test-short vet fmt-check generate sqlc-check sqlc-version db demo bench ci clean
+.PHONY: all build test test-short vet fmt-check generate sqlc-check sqlc-version db demo bench bench-scale ci clean
 
 all: build
 
@@ -48,6 +52,13 @@ demo: db build
 bench: db build
 	@./scripts/ensure-db.sh "$(DEMO_URL)"
 	./bin/esadmin --database-url "$(DEMO_URL)" bench $(BENCH_FLAGS)
+
+# --reset: every run starts the study's tenant from nothing.
+bench-scale: db build
+	@./scripts/ensure-db.sh "$(SCALE_URL)"
+	@mkdir -p bench/plots
+	./bin/esadmin --database-url "$(SCALE_URL)" bench --reset $(SCALE_FLAGS) > bench/plots/scale.md
+	@cat bench/plots/scale.md
 
 ci: fmt-check vet sqlc-check test
 

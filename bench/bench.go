@@ -65,6 +65,8 @@ type Result struct {
 	P50       time.Duration `json:"p50_ns"`
 	P95       time.Duration `json:"p95_ns"`
 	P99       time.Duration `json:"p99_ns"`
+	// Max is the slowest call.
+	Max time.Duration `json:"max_ns,omitempty"`
 	// EventsPerSec is Events / Elapsed.
 	EventsPerSec float64 `json:"events_per_sec"`
 	// Baseline is the plain-SQL phase run beside this one.
@@ -306,6 +308,9 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 	slices.Sort(latencies)
 	res := Result{Scenario: name, Clients: clients, Calls: calls.Load(), Events: events.Load(), Conflicts: conflicts.Load(), Elapsed: elapsed,
 		P50: percentile(latencies, 0.50), P95: percentile(latencies, 0.95), P99: percentile(latencies, 0.99)}
+	if len(latencies) > 0 {
+		res.Max = latencies[len(latencies)-1]
+	}
 	if elapsed > 0 {
 		res.EventsPerSec = float64(res.Events) / elapsed.Seconds()
 	}

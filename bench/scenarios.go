@@ -241,29 +241,12 @@ func (r *runner) sizedTenant(ctx context.Context, size int) (*pges.TenantStore, 
 	return ts, fill(ctx, r, ts, size)
 }
 
-// fill tops a tenant up to size events, 10,000 per append: realistic types,
-// three tags per event from a skewed distribution.
+// fill tops a tenant up to size events with the scale study's loader
+// (Load: realistic types, 2-4 tags per event from skewed distributions,
+// streams of varied length), then analyzes it.
 func fill(ctx context.Context, r *runner, ts *pges.TenantStore, size int) error {
-	var have int
-	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM es.events WHERE tenant_id = $1", ts.TenantID()).Scan(&have); err != nil {
+	if _, err := Load(ctx, r.pool, ts.TenantID(), int64(size), r.cfg.Progress); err != nil {
 		return err
-	}
-	types := []string{"OrderPlaced", "ItemAdded", "ItemRemoved", "OrderPaid", "OrderShipped"}
-	for have < size {
-		n := min(10_000, size-have)
-		batch := make([]pges.EventData, n)
-		for i := range batch {
-			k := have + i
-			batch[i] = pges.EventData{Type: types[k%len(types)], Payload: payload, Tags: []string{
-				fmt.Sprintf("order:%d", k/8), fmt.Sprintf("customer:%d", (k*7919)%5000), fmt.Sprintf("region:%d", k%7)}}
-		}
-		if _, err := ts.Append(ctx, batch, nil); err != nil {
-			return err
-		}
-		have += n
-		if r.cfg.Progress != nil && have%100_000 == 0 {
-			fmt.Fprintf(r.cfg.Progress, "  filling %s: %d of %d events\n", ts.TenantID(), have, size)
-		}
 	}
 	// Measure with the statistics a long-lived log has, not a fresh load's.
 	_, err := r.pool.Exec(ctx, "SELECT es.analyze_tenant($1)", ts.TenantID())

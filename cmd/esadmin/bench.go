@@ -2,8 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,7 +23,8 @@ func benchCommand() *cli.Command {
 		Usage: "run the bench/ scenarios beside a same-run plain INSERT baseline",
 		UsageText: `esadmin bench --duration 5s
    esadmin bench --scenarios stream-append-1 --clients 1,8 --json
-   esadmin bench --tenants 1,100,1000,10000 --layout hybrid   (a freshly migrated scratch database)`,
+   esadmin bench --tenants 1,100,1000,10000 --layout hybrid   (a freshly migrated scratch database)
+   esadmin bench --scale 10000,100000,1000000,10000000 --plots bench/plots --markdown`,
 		Description: "Writes only to its own tenant \"" + bench.Tenant + "\" and the table es_bench_raw_events. Scenarios: " + strings.Join(bench.Scenarios(), ", "),
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "length of each measured phase"},
@@ -30,6 +35,10 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "layout", Value: bench.LayoutPerTenant, Usage: "with --tenants, the tenant layout: " + strings.Join(bench.Layouts(), ", ") + " (hybrid layouts convert the schema: only on a freshly migrated scratch database without tenants)"},
 			&cli.IntFlag{Name: "hash-partitions", Value: bench.DefaultHashPartitions, Usage: "with a hybrid --layout, the hash partitions of the shared partition (1-1024)"},
 			&cli.IntFlag{Name: "large-tenant-events", Value: 100000, Usage: "with --tenants, end with the drop of a tenant holding this many events (0: skip)"},
+			&cli.StringFlag{Name: "scale", Usage: "instead of the scenarios, the scale study: load tenant " + bench.ScaleTenant + " to these sizes in turn (ascending, 1000 to 100000000 events, e.g. 10000,100000,1000000,10000000) and measure at each; --count is then the calls per latency phase (default 2000), --duration each phase of the client sweep at the last size, --clients its client counts (default 1,2,4,8,16,32); progress goes to stderr"},
+			&cli.IntFlag{Name: "window", Value: 100000, Usage: "with --scale: the catch-up window, the oldest N events"},
+			&cli.StringFlag{Name: "plots", Usage: "with --scale: write SVG plots of the curves and the report (scale.json) into this directory"},
+			&cli.BoolFlag{Name: "reset", Usage: "with --scale: drop tenant " + bench.ScaleTenant + " first (an earlier study's events)"},
 			jsonFlag,
 			&cli.BoolFlag{Name: "markdown", Usage: "print the final table as Markdown (for bench/RESULTS.md)"},
 		},
@@ -72,6 +81,12 @@ func benchCommand() *cli.Command {
 			cfg.LargeTenantEvents = c.Int("large-tenant-events")
 			if cfg.LargeTenantEvents < 0 || cfg.LargeTenantEvents > 10000000 {
 				return usagef("--large-tenant-events %d: use a number from 0 to 10000000", cfg.LargeTenantEvents)
+			}
+			if c.IsSet("scale") {
+				return runScale(c, cfg)
+			}
+			if c.IsSet("plots") || c.IsSet("window") || c.IsSet("reset") {
+				return usagef("--plots, --window and --reset go with --scale")
 			}
 			if !c.Bool("json") {
 				cfg.Progress = c.App.Writer
@@ -168,4 +183,217 @@ func writeMarkdown(c *cli.Context, results []bench.Result) error {
 		}
 	}
 	return writeNotes(c, results)
+}
+
+// runScale validates the scale study's flags, runs it (bench.Scale),
+// writes the plots and prints the tables.
+func runScale(c *cli.Context, base bench.Config) error {
+	if c.IsSet("tenants") || c.IsSet("scenarios") {
+		return usagef("--scale does not combine with --tenants or --scenarios")
+	}
+	var sizes []int64
+	for _, part := range strings.Split(c.String("scale"), ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(part), 10, 64)
+		if err != nil {
+			return usagef("--scale %q: %q is not a number of events (e.g. --scale 10000,100000,1000000)", c.String("scale"), part)
+		}
+		sizes = append(sizes, n)
+	}
+	if err := bench.CheckSizes(sizes); err != nil {
+		return usagef("--scale %q: %v", c.String("scale"), err)
+	}
+	if w := c.Int("window"); w < 1 {
+		return usagef("--window %d: use 1 or more events", w)
+	}
+	cfg := bench.ScaleConfig{Sizes: sizes, Count: base.Count, Window: int64(c.Int("window")), Clients: base.Clients, Reset: c.Bool("reset")}
+	if c.IsSet("duration") {
+		cfg.Duration = base.Duration
+	}
+	if !c.Bool("json") {
+		cfg.Progress = c.App.ErrWriter
+		fmt.Fprintf(c.App.ErrWriter, "bench: the scale study writes only to tenant %q and es_bench_raw_events\n", bench.ScaleTenant)
+	}
+	pool, err := connect(c)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := pges.Migrate(c.Context, pool); err != nil {
+		return err
+	}
+	rep, runErr := bench.Scale(c.Context, pool, cfg)
+	if rep == nil || len(rep.Steps) == 0 {
+		return runErr
+	}
+	// A study stopped part way (Ctrl-C, an error) still reports the sizes
+	// it finished, then fails.
+	// The plots, and the report as JSON beside them (scale.json): a failure
+	// here still prints the tables of a study that may have taken an hour.
+	var plots []string
+	var plotErr error
+	if dir := c.String("plots"); dir != "" {
+		if plots, plotErr = bench.WritePlots(rep, dir); plotErr == nil {
+			b, _ := json.MarshalIndent(rep, "", "  ")
+			plotErr = os.WriteFile(filepath.Join(dir, "scale.json"), append(b, '\n'), 0o644)
+		}
+	}
+	if c.Bool("json") {
+		err = json.NewEncoder(c.App.Writer).Encode(rep)
+	} else {
+		err = writeScale(c, rep, plots, c.Bool("markdown"))
+	}
+	return errors.Join(runErr, err, plotErr)
+}
+
+// writeScale prints the scale study's tables, as Markdown or aligned text.
+func writeScale(c *cli.Context, rep *bench.ScaleReport, plots []string, markdown bool) error {
+	w := c.App.Writer
+	table := func(title string, header []string, rows [][]string) {
+		fmt.Fprintf(w, "\n%s\n\n", title)
+		if markdown {
+			fmt.Fprintf(w, "| %s |\n|", strings.Join(header, " | "))
+			for i := range header {
+				if i == 0 {
+					fmt.Fprint(w, "---|")
+				} else {
+					fmt.Fprint(w, "---:|")
+				}
+			}
+			fmt.Fprintln(w)
+			for _, r := range rows {
+				fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+			}
+			return
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+		for _, r := range rows {
+			fmt.Fprintln(tw, strings.Join(r, "\t")+"\t")
+		}
+		tw.Flush()
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
+	pp := func(r *bench.Result) string {
+		if r == nil {
+			return "-"
+		}
+		return ms(r.P50) + " / " + ms(r.P99)
+	}
+	n := func(v int64) string { return groupDigits(v) }
+
+	var rows [][]string
+	for i := range rep.Steps {
+		s := &rep.Steps[i]
+		cu := s.Result(bench.ScaleCatchUp)
+		catchup := "-"
+		if cu != nil && cu.Baseline != nil {
+			catchup = fmt.Sprintf("%s (%s)", groupDigits(int64(cu.EventsPerSec)), groupDigits(int64(cu.Baseline.EventsPerSec)))
+		}
+		rows = append(rows, []string{n(s.Size), pp(s.Result(bench.ScaleAppend)), pp(s.Result(bench.ScaleDCBDisjoint)), pp(s.Result(bench.ScaleDCBContend)),
+			pp(s.Result(bench.ScaleReadNew)), pp(s.Result(bench.ScaleReadLoaded)), pp(s.Result(bench.ScaleTagQuery)), catchup,
+			fmt.Sprintf("%.0f + %.0f", s.TableBytesPerEvent, s.IndexBytesPerEvent)})
+	}
+	table("Latency p50 / p99 in ms by events in the log (1 client; contended: several), catch-up events/s (plain SELECT), bytes per event (heap + indexes):",
+		[]string{"events", "append", "cond. append disjoint", "cond. append contended", "read 100 (new stream)", "read 100 (loaded stream)", "tag query 100", "catch-up events/s", "bytes/event"}, rows)
+
+	rows = nil
+	for _, s := range rep.Steps {
+		rows = append(rows, []string{n(s.Size), n(s.Load.After - s.Load.Before), fmt.Sprintf("%.1f", s.Load.Elapsed.Seconds()), groupDigits(int64(s.Load.EventsPerSec)),
+			fmt.Sprintf("%.1f", s.VacuumSeconds), fmt.Sprintf("%.1f", s.CheckpointSeconds), n(s.SizeAfter), fmt.Sprintf("%s (%s events)", s.TagQuery, n(s.TagQueryCount))})
+	}
+	table("Loads:", []string{"events", "loaded", "load s", "load events/s", "vacuum s", "checkpoint s", "events after the step", "tag queried"}, rows)
+
+	rows = nil
+	var relNames []string
+	for _, s := range rep.Steps {
+		for _, r := range s.Relations {
+			if !slices.Contains(relNames, r.Name) {
+				relNames = append(relNames, r.Name)
+			}
+		}
+	}
+	for _, name := range relNames {
+		row := []string{name}
+		for _, s := range rep.Steps {
+			cell := "-"
+			for _, r := range s.Relations {
+				if r.Name == name {
+					cell = fmt.Sprintf("%.1f", float64(r.Bytes)/float64(s.Size))
+				}
+			}
+			row = append(row, cell)
+		}
+		rows = append(rows, row)
+	}
+	header := []string{"bytes per event"}
+	for _, s := range rep.Steps {
+		header = append(header, n(s.Size))
+	}
+	table("Sizes on disk per event:", header, rows)
+
+	rows = nil
+	for _, s := range rep.Steps {
+		for _, r := range s.Results {
+			b := r.Baseline
+			if b == nil {
+				b = &bench.Result{}
+			}
+			rows = append(rows, []string{n(s.Size), r.Scenario, strconv.Itoa(r.Clients), fmt.Sprintf("%.0f", r.EventsPerSec), ms(r.P50), ms(r.P95), ms(r.P99), ms(r.Max),
+				strconv.FormatInt(r.Conflicts, 10), fmt.Sprintf("%.0f", b.EventsPerSec), ms(b.P50), ms(b.P99), fmt.Sprintf("%.2f", r.Ratio)})
+		}
+	}
+	table("Every phase:", []string{"events", "scenario", "clients", "events/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "conflicts", "baseline events/s", "baseline p50 ms", "baseline p99 ms", "ratio"}, rows)
+
+	fmt.Fprintln(w, "\nWhat the database's active backends waited for in each store phase (sampled every 20 ms):")
+	fmt.Fprintln(w)
+	for _, s := range rep.Steps {
+		for _, r := range s.Results {
+			if r.Note != "" {
+				fmt.Fprintf(w, "- %s events, %s: %s\n", n(s.Size), r.Scenario, r.Note)
+			}
+		}
+	}
+	for _, r := range rep.Clients {
+		if r.Note != "" {
+			fmt.Fprintf(w, "- %s, %d clients: %s\n", r.Scenario, r.Clients, r.Note)
+		}
+	}
+
+	rows = nil
+	for _, r := range rep.Clients {
+		b := r.Baseline
+		if b == nil {
+			b = &bench.Result{}
+		}
+		rows = append(rows, []string{r.Scenario, strconv.Itoa(r.Clients), fmt.Sprintf("%.0f", r.EventsPerSec), ms(r.P50), ms(r.P99),
+			fmt.Sprintf("%.0f", b.EventsPerSec), ms(b.P50), ms(b.P99), fmt.Sprintf("%.2f", r.Ratio)})
+	}
+	table(fmt.Sprintf("Throughput against clients at %s events (plain INSERT beside each):", n(rep.ClientsSize)),
+		[]string{"scenario", "clients", "events/s", "p50 ms", "p99 ms", "baseline events/s", "baseline p50 ms", "baseline p99 ms", "ratio"}, rows)
+
+	if len(plots) > 0 {
+		fmt.Fprintln(w, "\nPlots:")
+		fmt.Fprintln(w)
+		for _, p := range plots {
+			if markdown {
+				fmt.Fprintf(w, "![%s](%s)\n", filepath.Base(p), p)
+			} else {
+				fmt.Fprintln(w, p)
+			}
+		}
+	}
+	_, err := fmt.Fprintf(w, "\nThe study took %s.\n", rep.Elapsed.Round(time.Second))
+	return err
+}
+
+// groupDigits writes n with thousands separators: 10,000,000.
+func groupDigits(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if n < 0 {
+		return "-" + groupDigits(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

@@ -889,3 +889,58 @@ func TestCompletion(t *testing.T) {
 		t.Fatalf("completion candidates: %+v", r)
 	}
 }
+
+// bench --scale validates its sizes and flags before connecting, and a
+// tiny study (2,000 events) prints its report and writes its plots.
+func TestBenchScale(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"not a number", []string{"bench", "--scale", "10000,lots"}, "not a number"},
+		{"too small", []string{"bench", "--scale", "500"}, "1000 to 100000000"},
+		{"too large", []string{"bench", "--scale", "1000000000"}, "1000 to 100000000"},
+		{"descending", []string{"bench", "--scale", "100000,10000"}, "ascend"},
+		{"repeated", []string{"bench", "--scale", "10000,10000"}, "ascend"},
+		{"empty", []string{"bench", "--scale", ""}, "--scale"},
+		{"with tenants", []string{"bench", "--scale", "10000", "--tenants", "1,10"}, "--tenants"},
+		{"with scenarios", []string{"bench", "--scale", "10000", "--scenarios", "stream-append-1"}, "--scenarios"},
+		{"bad window", []string{"bench", "--scale", "10000", "--window", "0"}, "--window"},
+		{"plots without scale", []string{"bench", "--count", "1", "--plots", "x"}, "--scale"},
+		{"reset without scale", []string{"bench", "--count", "1", "--reset"}, "--scale"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// A server that does not exist: validation comes first.
+			r := runRaw(t, "", append([]string{"--database-url", "postgres://postgres@127.0.0.1:1/x?sslmode=disable"}, c.args...)...)
+			wantError(t, r, exitUsage, c.want)
+		})
+	}
+
+	dir := t.TempDir()
+	r := esadmin(t, "", "bench", "--scale", "1000,2000", "--count", "5", "--duration", "200ms", "--clients", "1", "--window", "200", "--plots", dir, "--json")
+	wantOK(t, r)
+	var rep bench.ScaleReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("bench --scale --json output %q: %v", r.stdout, err)
+	}
+	if len(rep.Steps) != 2 || rep.Steps[1].Size < 2000 || len(rep.Clients) != 2 {
+		t.Errorf("report %+v, want two steps and two client results", rep)
+	}
+	for _, name := range []string{bench.PlotWrites, bench.PlotReads, bench.PlotCatchUp, bench.PlotBytes, bench.PlotClients} {
+		if fi, err := os.Stat(dir + "/" + name); err != nil || fi.Size() == 0 {
+			t.Errorf("plot %s: %v", name, err)
+		}
+	}
+	// The Markdown report of the same (now larger) tenant is refused, not mixed.
+	r = esadmin(t, "", "bench", "--scale", "1000", "--count", "5", "--markdown")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "already holds") {
+		t.Errorf("second study: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// --reset starts from nothing.
+	r = esadmin(t, "", "bench", "--scale", "1000", "--count", "5", "--duration", "100ms", "--clients", "1", "--window", "100", "--reset", "--json")
+	wantOK(t, r)
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || rep.Steps[0].Size != 1000 {
+		t.Errorf("study after --reset: %v, %+v", err, rep.Steps)
+	}
+}
