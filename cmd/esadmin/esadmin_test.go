@@ -834,7 +834,7 @@ func TestMigrateDryRunChangesNothing(t *testing.T) {
 	}
 	r = esadmin(t, "", "migrate", "down", "--dry-run")
 	wantOK(t, r)
-	if !strings.HasPrefix(r.stdout, "-- down "+strings.TrimSpace(before)) || !regexp.MustCompile(`(?m)^(DROP|ALTER) `).MatchString(r.stdout) || strings.Contains(r.stdout, "+goose") {
+	if !strings.HasPrefix(r.stdout, "-- down "+strings.TrimSpace(before)) || !regexp.MustCompile(`(?m)^(DROP|ALTER|CREATE) `).MatchString(r.stdout) || strings.Contains(r.stdout, "+goose") {
 		t.Fatalf("dry-run down printed %q", r.stdout)
 	}
 	if after := esadmin(t, "", "migrate", "version").stdout; after != before {
