@@ -139,6 +139,10 @@ func NewCodec[E any](cfg *CodecConfig) *Codec[E] {
 // type for each name and must implement E. Events of older versions need
 // an upcaster for each step (Codec.Upcast).
 func Register[T, E any](c *Codec[E], typeName string, version int) error {
+	goType := reflect.TypeFor[T]()
+	if goType.Kind() == reflect.Interface {
+		return fmt.Errorf("register %q: %v is an interface; register the concrete type", typeName, goType)
+	}
 	var zero T
 	if _, ok := any(zero).(E); !ok {
 		return fmt.Errorf("register %q: %T does not implement %v", typeName, zero, reflect.TypeFor[E]())
@@ -149,10 +153,6 @@ func Register[T, E any](c *Codec[E], typeName string, version int) error {
 	if version < 1 || version > maxSchemaVersion {
 		return invalid(-1, "register %q: schema version %d is not between 1 and %d", typeName, version, maxSchemaVersion)
 	}
-	goType := reflect.TypeFor[T]()
-	if goType.Kind() == reflect.Interface {
-		return fmt.Errorf("register %q: %v is an interface; register the concrete type", typeName, goType)
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ct, ok := c.byName[typeName]; ok && ct.goType != nil {
@@ -161,11 +161,7 @@ func Register[T, E any](c *Codec[E], typeName string, version int) error {
 	if ct, ok := c.byGo[goType]; ok {
 		return fmt.Errorf("register %v: already registered as %q", goType, ct.name)
 	}
-	ct := c.byName[typeName]
-	if ct == nil {
-		ct = &codecType{name: typeName, upcasters: map[int]Upcaster{}}
-		c.byName[typeName] = ct
-	}
+	ct := c.entry(typeName)
 	for from := range ct.upcasters {
 		if from >= version {
 			return fmt.Errorf("register %q at version %d: an upcaster from version %d exists", typeName, version, from)
@@ -185,11 +181,7 @@ func (c *Codec[E]) Upcast(typeName string, from int, f Upcaster) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ct := c.byName[typeName]
-	if ct == nil {
-		ct = &codecType{name: typeName, upcasters: map[int]Upcaster{}}
-		c.byName[typeName] = ct
-	}
+	ct := c.entry(typeName)
 	if ct.goType != nil && from >= ct.version {
 		return fmt.Errorf("upcast %q from version %d: the registered version is %d", typeName, from, ct.version)
 	}
@@ -198,6 +190,17 @@ func (c *Codec[E]) Upcast(typeName string, from int, f Upcaster) error {
 	}
 	ct.upcasters[from] = f
 	return nil
+}
+
+// entry returns typeName's entry, created on first use by Register or
+// Upcast (either may come first); c.mu must be held.
+func (c *Codec[E]) entry(typeName string) *codecType {
+	ct := c.byName[typeName]
+	if ct == nil {
+		ct = &codecType{name: typeName, upcasters: map[int]Upcaster{}}
+		c.byName[typeName] = ct
+	}
+	return ct
 }
 
 // Encode turns a registered value into an event to append, with its type
