@@ -82,6 +82,26 @@ func isNull(payload json.RawMessage) bool {
 	return bytes.Equal(bytes.TrimSpace(payload), []byte("null"))
 }
 
+// decodeJSON decodes one JSON value into v: not null (encoding/json would
+// leave a silent zero value), nothing after it, and without allowUnknown
+// no field v does not have. Events and snapshot states decode alike.
+func decodeJSON(data []byte, v any, allowUnknown bool) error {
+	if isNull(data) {
+		return errNull
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if !allowUnknown {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
 // Event is a typed event: the stored event, with its payload bytes as
 // stored and the schema version it was written with, and its value decoded
 // (after upcasting) into the registered Go type.
@@ -281,19 +301,9 @@ func (c *Codec[E]) Decode(ev RecordedEvent) (Event[E], error) {
 		}
 		payload = next
 	}
-	if isNull(payload) {
-		return fail(ErrEventSchemaMismatch, errNull)
-	}
 	ptr := reflect.New(goType)
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if !c.cfg.AllowUnknownFields {
-		dec.DisallowUnknownFields()
-	}
-	if err := dec.Decode(ptr.Interface()); err != nil {
+	if err := decodeJSON(payload, ptr.Interface(), c.cfg.AllowUnknownFields); err != nil {
 		return fail(ErrEventSchemaMismatch, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fail(ErrEventSchemaMismatch, errors.New("data after the JSON value"))
 	}
 	out.Data = ptr.Elem().Interface().(E) // Register checked that T implements E
 	return out, nil

@@ -1,7 +1,6 @@
 package pges
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -96,9 +95,8 @@ func (a Aggregate[S]) fromSnapshot(snap Snapshot) (S, error) {
 		}
 		state = next
 	}
-	dec := json.NewDecoder(bytes.NewReader(state))
-	dec.DisallowUnknownFields() // a field S lost means the state is not S's
-	if err := dec.Decode(&s); err != nil {
+	// Strict: a field S lost means the state is not S's.
+	if err := decodeJSON(state, &s, false); err != nil {
 		return s, fmt.Errorf("decode state: %w", err)
 	}
 	return s, nil

@@ -123,6 +123,14 @@ func TestSnapshots(t *testing.T) {
 	if state, _, err = pges.LoadAggregate(ctx, ts, "acc", agg); err != nil || state.Sum != 15 || applied != 5 || len(ignored) != 1 || !strings.Contains(ignored[0], `unknown field "total"`) {
 		t.Fatalf("snapshot that no longer fits: %+v applied %d ignored %q, %v", state, applied, ignored, err)
 	}
+	// A null state would decode into a zero S without an error.
+	if err := ts.SaveSnapshot(ctx, "acc", 4, 2, json.RawMessage(`null`)); err != nil {
+		t.Fatal(err)
+	}
+	applied, ignored = 0, nil
+	if state, _, err = pges.LoadAggregate(ctx, ts, "acc", agg); err != nil || state.Sum != 15 || applied != 5 || len(ignored) != 1 || !strings.Contains(ignored[0], "null") {
+		t.Fatalf("null snapshot: %+v applied %d ignored %q, %v", state, applied, ignored, err)
+	}
 	if _, err := ts.DeleteSnapshots(ctx, "acc", 4); err != nil {
 		t.Fatal(err)
 	}

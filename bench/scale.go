@@ -460,22 +460,7 @@ func prepareTagQuery(tag string, limit int) func(ctx context.Context, r *runner,
 func prepareCatchUpWindow(window int64) func(ctx context.Context, r *runner, clients int) (op, op, error) {
 	return func(ctx context.Context, r *runner, clients int) (op, op, error) {
 		ts := r.store
-		storeOp := func(ctx context.Context, c int, call int64) (int, error) {
-			subCtx, done := context.WithCancel(ctx)
-			defer done()
-			var n int64
-			err := ts.Subscribe(subCtx, pges.SubscriptionConfig{BatchSize: 1000,
-				Handler: func(context.Context, pgx.Tx, pges.RecordedEvent) error {
-					if n++; n == window {
-						done()
-					}
-					return nil
-				}})
-			if err == nil && n < window {
-				err = ctx.Err()
-			}
-			return int(min(n, window)), err
-		}
+		storeOp := catchUp(ts, window)
 		baseOp := func(ctx context.Context, c int, call int64) (int, error) {
 			return readRows(ctx, r.pool, "SELECT "+eventColumns+" FROM es.events WHERE tenant_id = $1 ORDER BY position LIMIT $2", ts.TenantID(), window)
 		}

@@ -113,22 +113,8 @@ func prepareReadStream(ctx context.Context, r *runner, clients int) (op, op, err
 // scanned into the same Go types the store decodes into.
 func scanStream(r *runner, stream string) op {
 	return func(ctx context.Context, c int, call int64) (int, error) {
-		rows, err := r.pool.Query(ctx, `SELECT position, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
-			FROM es.events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version`, r.store.TenantID(), stream)
-		if err != nil {
-			return 0, err
-		}
-		defer rows.Close()
-		var e pges.RecordedEvent
-		var meta []byte
-		count := 0
-		for rows.Next() {
-			if err := rows.Scan(&e.Position, &e.ID, &e.Type, &e.StreamID, &e.StreamVersion, &e.Payload, &meta, &e.Tags, &e.RecordedAt); err != nil {
-				return count, err
-			}
-			count++
-		}
-		return count, rows.Err()
+		return readRows(ctx, r.pool, "SELECT "+eventColumns+" FROM es.events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version",
+			r.store.TenantID(), stream)
 	}
 }
 

@@ -204,41 +204,31 @@ func prepareCatchUp(size int) func(ctx context.Context, r *runner, clients int) 
 		if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM es.events WHERE tenant_id = $1", ts.TenantID()).Scan(&total); err != nil {
 			return nil, nil, err
 		}
-		storeOp := func(ctx context.Context, c int, call int64) (int, error) {
-			subCtx, done := context.WithCancel(ctx)
-			defer done()
-			var n int64
-			err := ts.Subscribe(subCtx, pges.SubscriptionConfig{BatchSize: 1000,
-				Handler: func(context.Context, pgx.Tx, pges.RecordedEvent) error {
-					if n++; n == total {
-						done()
-					}
-					return nil
-				}})
-			if err == nil && n < total {
-				err = ctx.Err()
-			}
-			return int(n), err
-		}
 		baseOp := func(ctx context.Context, c int, call int64) (int, error) {
-			rows, err := r.pool.Query(ctx, `SELECT position, event_id, event_type, stream_id, stream_version, payload, metadata, tags, recorded_at
-				FROM es.events WHERE tenant_id = $1 ORDER BY position`, ts.TenantID())
-			if err != nil {
-				return 0, err
-			}
-			defer rows.Close()
-			var e pges.RecordedEvent
-			var stream *string
-			var version *int64
-			count := 0
-			for rows.Next() {
-				if err := rows.Scan(&e.Position, &e.ID, &e.Type, &stream, &version, &e.Payload, &e.Metadata, &e.Tags, &e.RecordedAt); err != nil {
-					return count, err
-				}
-				count++
-			}
-			return count, rows.Err()
+			return readRows(ctx, r.pool, "SELECT "+eventColumns+" FROM es.events WHERE tenant_id = $1 ORDER BY position", ts.TenantID())
 		}
-		return storeOp, baseOp, nil
+		return catchUp(ts, total), baseOp, nil
+	}
+}
+
+// catchUp is one ephemeral subscription from the beginning of the log,
+// ended once it has delivered n events (batches of 1,000).
+func catchUp(ts *pges.TenantStore, n int64) op {
+	return func(ctx context.Context, c int, call int64) (int, error) {
+		subCtx, done := context.WithCancel(ctx)
+		defer done()
+		var got int64
+		err := ts.Subscribe(subCtx, pges.SubscriptionConfig{BatchSize: 1000,
+			Handler: func(context.Context, pgx.Tx, pges.RecordedEvent) error {
+				if got++; got == n {
+					done()
+				}
+				return nil
+			}})
+		if err == nil && got < n {
+			err = ctx.Err()
+		}
+		// The rest of the batch that reached n is delivered too.
+		return int(min(got, n)), err
 	}
 }
