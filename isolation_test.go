@@ -39,6 +39,17 @@ func TestTenantIsolationAsRuntimeRole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// B's rows sit in a hash leaf of the shared partition, which other
+	// tenants may share; a dedicated tenant's in partitions of its own.
+	// Neither kind of table is open to the runtime role.
+	var leafB string
+	if err := admin.QueryRow(ctx, `SELECT es.shared_leaf('es."events$shared"', $1)::text`, b).Scan(&leafB); err != nil {
+		t.Fatal(err)
+	}
+	c := testdb.NewTenant(t, admin)
+	if _, err := admin.Exec(ctx, "SELECT es.dedicate_tenant($1)", c); err != nil {
+		t.Fatal(err)
+	}
 	beforeB := fingerprint(t, admin, b)
 
 	conn, err := testdb.RuntimePool(t).Acquire(ctx)
@@ -74,7 +85,12 @@ func TestTenantIsolationAsRuntimeRole(t *testing.T) {
 
 	// Every attempt on B's rows is refused or changes nothing.
 	refused := []struct{ sql, want string }{
-		{"SELECT count(*) FROM es.events_" + b, "permission denied"},
+		{"SELECT count(*) FROM " + leafB, "permission denied"},
+		{`SELECT count(*) FROM es."events$shared"`, "permission denied"},
+		{"SELECT count(*) FROM es.events_" + c, "permission denied"},
+		{"SELECT count(*) FROM es.snapshots_" + c, "permission denied"},
+		{"SELECT es.dedicate_tenant($1)", "permission denied"},
+		{"SELECT es.analyze_tenant($1)", "permission denied"},
 		{"UPDATE es.events SET payload = '{}' WHERE tenant_id = $1", "permission denied"},
 		{"DELETE FROM es.events WHERE tenant_id = $1", "permission denied"},
 		{"UPDATE es.events SET payload = '{}'", "permission denied"}, // events are immutable, A's too

@@ -50,6 +50,17 @@ func (q *Queries) CreateTenant(ctx context.Context, db DBTX, arg CreateTenantPar
 	return i, err
 }
 
+const dedicateTenant = `-- name: DedicateTenant :one
+SELECT es.dedicate_tenant($1::text)::boolean AS moved
+`
+
+func (q *Queries) DedicateTenant(ctx context.Context, db DBTX, tenantID string) (bool, error) {
+	row := db.QueryRow(ctx, dedicateTenant, tenantID)
+	var moved bool
+	err := row.Scan(&moved)
+	return moved, err
+}
+
 const dropTenant = `-- name: DropTenant :one
 SELECT es.drop_tenant($1::text)::boolean AS dropped
 `
@@ -321,7 +332,7 @@ func (q *Queries) SetTenantStatus(ctx context.Context, db DBTX, arg SetTenantSta
 
 const tenantStats = `-- name: TenantStats :one
 SELECT s.events::bigint AS events, s.streams::bigint AS streams, s.snapshots::bigint AS snapshots,
-       s.bytes::bigint AS bytes, s.last_event_at::timestamptz AS last_event_at
+       s.bytes::bigint AS bytes, s.last_event_at::timestamptz AS last_event_at, s.dedicated::boolean AS dedicated
 FROM es.tenant_stats($1::text) s
 `
 
@@ -331,6 +342,7 @@ type TenantStatsRow struct {
 	Snapshots   int64
 	Bytes       int64
 	LastEventAt pgtype.Timestamptz
+	Dedicated   bool
 }
 
 func (q *Queries) TenantStats(ctx context.Context, db DBTX, tenantID string) (TenantStatsRow, error) {
@@ -342,6 +354,7 @@ func (q *Queries) TenantStats(ctx context.Context, db DBTX, tenantID string) (Te
 		&i.Snapshots,
 		&i.Bytes,
 		&i.LastEventAt,
+		&i.Dedicated,
 	)
 	return i, err
 }

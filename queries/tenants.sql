@@ -12,8 +12,11 @@ SELECT tenant_id, name, status, created_at FROM es.set_tenant_status(@tenant_id:
 
 -- name: TenantStats :one
 SELECT s.events::bigint AS events, s.streams::bigint AS streams, s.snapshots::bigint AS snapshots,
-       s.bytes::bigint AS bytes, s.last_event_at::timestamptz AS last_event_at
+       s.bytes::bigint AS bytes, s.last_event_at::timestamptz AS last_event_at, s.dedicated::boolean AS dedicated
 FROM es.tenant_stats(@tenant_id::text) s;
+
+-- name: DedicateTenant :one
+SELECT es.dedicate_tenant(@tenant_id::text)::boolean AS moved;
 
 -- name: DropTenant :one
 SELECT es.drop_tenant(@tenant_id::text)::boolean AS dropped;

@@ -1,6 +1,9 @@
-// Package tenant manages the store's tenants: the registry and the per-tenant
-// partitions of every tenant table. Its operations run DDL and so need the
-// role that owns the schema (the admin path).
+// Package tenant manages the store's tenants: the registry and where each
+// tenant's rows live. A tenant is created "shared": its rows go to the hash
+// partitions that all shared tenants use, and creating it runs no DDL. A
+// tenant that grows large is "dedicated": it gets partitions of its own
+// (Dedicate). See migrations/00011_shared_tenants.sql. The operations need
+// the role that owns the schema (the admin path).
 package tenant
 
 import (
@@ -53,7 +56,7 @@ func NewManager(pool *pgxpool.Pool) *Manager {
 	return &Manager{pool: pool, queries: db.New()}
 }
 
-// Create registers a tenant and creates its partitions. Creating an existing
+// Create registers a shared tenant. Creating an existing
 // tenant with the same name returns it unchanged; with another name it fails
 // with pges.ErrTenantExists.
 func (m *Manager) Create(ctx context.Context, id, name string) (Tenant, error) {
@@ -117,26 +120,49 @@ func (m *Manager) setStatus(ctx context.Context, id, status string) (Tenant, err
 
 // Stats is what a tenant holds.
 type Stats struct {
-	Events      int64
-	Streams     int64
-	Snapshots   int64
-	Bytes       int64 // on disk, tables and indexes
+	Events    int64
+	Streams   int64
+	Snapshots int64
+	// Bytes is, for a dedicated tenant, its partitions' size on disk,
+	// indexes included; for a shared tenant, the size of its rows alone.
+	Bytes       int64
 	LastEventAt time.Time
+	// Dedicated: the tenant has partitions of its own (Dedicate).
+	Dedicated bool
 }
 
-// Stats counts a tenant's events, streams and snapshots and sizes its
-// partitions. It scans the tenant's events: seconds for millions.
+// Stats counts a tenant's events, streams and snapshots and sizes them. It
+// scans the tenant's events: seconds for millions.
 func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
 	row, err := m.queries.TenantStats(ctx, m.pool, id)
 	if err != nil {
 		return Stats{}, pges.TranslateError(err)
 	}
-	return Stats{Events: row.Events, Streams: row.Streams, Snapshots: row.Snapshots, Bytes: row.Bytes, LastEventAt: row.LastEventAt.Time}, nil
+	return Stats{Events: row.Events, Streams: row.Streams, Snapshots: row.Snapshots, Bytes: row.Bytes,
+		LastEventAt: row.LastEventAt.Time, Dedicated: row.Dedicated}, nil
 }
 
-// Drop removes a tenant and all its data by dropping its partitions, in a
-// time that does not depend on the amount of data. Dropping a tenant that
-// does not exist is not an error; dropped reports whether it existed.
+// Dedicate gives a shared tenant partitions of its own, moving its events
+// and snapshots there; moved is false when it had them already. The
+// tenant's writers wait meanwhile, and so does every shared tenant while
+// PostgreSQL checks the shared partitions (a scan of all shared data, see
+// es.dedicate_tenant): dedicate a tenant expected to grow large right after
+// Create, or while the shared data is small.
+func (m *Manager) Dedicate(ctx context.Context, id string) (moved bool, err error) {
+	if err := ValidateID(id); err != nil {
+		return false, err
+	}
+	moved, err = m.queries.DedicateTenant(ctx, m.pool, id)
+	return moved, pges.TranslateError(err)
+}
+
+// Drop removes a tenant and all its data. A dedicated tenant's partitions
+// are dropped, in a time that hardly depends on the amount of data; a
+// shared tenant's rows are deleted, in a time that grows with them (which
+// is why large tenants are dedicated). Drop waits for the tenant's writes
+// in flight, and writes that come later fail with pges.ErrTenantNotFound.
+// Dropping a tenant that does not exist is not an error; dropped reports
+// whether it existed.
 func (m *Manager) Drop(ctx context.Context, id string) (dropped bool, err error) {
 	if err := ValidateID(id); err != nil {
 		return false, err

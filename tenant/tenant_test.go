@@ -165,8 +165,31 @@ func TestCreateAndGet(t *testing.T) {
 	if created.ID != id || created.Name != "Acme Corp" || created.Status != "active" || created.CreatedAt.IsZero() {
 		t.Fatalf("Create = %+v, want %s named Acme Corp, active, with a creation time", created, id)
 	}
-	if tn, pn := counts(t, pool); tn != tenantsBefore+1 || pn != partitionsBefore+1 {
-		t.Errorf("after Create: %d tenants, %d partitions; want %d, %d", tn, pn, tenantsBefore+1, partitionsBefore+1)
+	// A tenant is created shared: a registry row and no partition.
+	if tn, pn := counts(t, pool); tn != tenantsBefore+1 || pn != partitionsBefore {
+		t.Errorf("after Create: %d tenants, %d partitions; want %d, %d", tn, pn, tenantsBefore+1, partitionsBefore)
+	}
+	if st, err := m.Stats(ctx, id); err != nil || st.Dedicated {
+		t.Errorf("stats after Create: %+v, %v; want a shared tenant", st, err)
+	}
+	// Dedicating gives it partitions of its own, once.
+	if moved, err := m.Dedicate(ctx, id); err != nil || !moved {
+		t.Fatalf("Dedicate = %v, %v; want true", moved, err)
+	}
+	if moved, err := m.Dedicate(ctx, id); err != nil || moved {
+		t.Fatalf("second Dedicate = %v, %v; want false", moved, err)
+	}
+	if _, pn := counts(t, pool); pn != partitionsBefore+1 {
+		t.Errorf("after Dedicate: %d partitions, want %d", pn, partitionsBefore+1)
+	}
+	if st, err := m.Stats(ctx, id); err != nil || !st.Dedicated {
+		t.Errorf("stats after Dedicate: %+v, %v; want a dedicated tenant", st, err)
+	}
+	if _, err := m.Dedicate(ctx, newID("nobody")); !errors.Is(err, pges.ErrTenantNotFound) {
+		t.Errorf("Dedicate of an unknown tenant: %v", err)
+	}
+	if _, err := m.Dedicate(ctx, "Bad'id"); err == nil {
+		t.Error("Dedicate of an invalid id: no error")
 	}
 
 	got, err := m.Get(ctx, id)
@@ -208,13 +231,25 @@ func TestCreateIsIdempotent(t *testing.T) {
 	}
 }
 
+// The lifecycle of a shared tenant and of a dedicated one; the other tenant
+// is shared, and so may share the first one's leaf.
 func TestLifecycle(t *testing.T) {
+	t.Run("shared", func(t *testing.T) { testLifecycle(t, false) })
+	t.Run("dedicated", func(t *testing.T) { testLifecycle(t, true) })
+}
+
+func testLifecycle(t *testing.T, dedicated bool) {
 	ctx := context.Background()
 	pool := testdb.Pool(t)
 	m := tenant.NewManager(pool)
 	id, other := newID("life"), newID("other")
 	for _, tid := range []string{id, other} {
 		if _, err := m.Create(ctx, tid, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dedicated {
+		if _, err := m.Dedicate(ctx, id); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -231,7 +266,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err := m.Stats(ctx, id)
-	if err != nil || st.Events != 2 || st.Streams != 1 || st.Snapshots != 1 || st.Bytes <= 0 || st.LastEventAt.IsZero() {
+	if err != nil || st.Events != 2 || st.Streams != 1 || st.Snapshots != 1 || st.Bytes <= 0 || st.LastEventAt.IsZero() || st.Dedicated != dedicated {
 		t.Fatalf("stats %+v, %v", st, err)
 	}
 
@@ -261,8 +296,12 @@ func TestLifecycle(t *testing.T) {
 	if dropped, err := m.Drop(ctx, id); err != nil || !dropped {
 		t.Fatalf("drop: %v, %v", dropped, err)
 	}
-	if _, partitions := counts(t, pool); partitions != partitionsBefore-1 {
-		t.Fatalf("drop left %d event partitions, want %d", partitions, partitionsBefore-1)
+	wantPartitions := partitionsBefore
+	if dedicated {
+		wantPartitions--
+	}
+	if _, partitions := counts(t, pool); partitions != wantPartitions {
+		t.Fatalf("drop left %d event partitions, want %d", partitions, wantPartitions)
 	}
 	var left int
 	if err := pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM es.events WHERE tenant_id = $1) + (SELECT count(*) FROM es.snapshots WHERE tenant_id = $1)", id).Scan(&left); err != nil || left != 0 {
@@ -570,5 +609,73 @@ func TestExportImportCarriesSubscriptions(t *testing.T) {
 	}
 	if _, err := m.Get(ctx, other); !errors.Is(err, pges.ErrTenantNotFound) {
 		t.Fatalf("a refused import left tenant %s behind: %v", other, err)
+	}
+}
+
+// Dedicating a shared tenant moves its rows unchanged (positions,
+// transaction ids, times, bytes), leaves its leaf-mates alone, and the
+// store goes on from where the tenant was: expected versions and append
+// conditions see the moved events.
+func TestDedicateMovesRowsUnchanged(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	id, other := newID("move"), newID("stay")
+	for _, tid := range []string{id, other} {
+		if _, err := m.Create(ctx, tid, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, _ := pges.New(pool, nil)
+	ts := store.Tenant(id)
+	tagged := pges.EventData{Type: "E", Payload: json.RawMessage(`{"a":[1,2.50,"x"]}`), Metadata: pges.Metadata{User: "u1"}, Tags: []string{"course:c1"}}
+	if _, err := ts.AppendToStream(ctx, "s", pges.NoStream, tagged, tagged); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.Append(ctx, []pges.EventData{tagged}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.SaveSnapshot(ctx, "s", 2, 1, json.RawMessage(`{"n":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Tenant(other).Append(ctx, []pges.EventData{tagged}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rows := func(tid string) string {
+		var s string
+		if err := pool.QueryRow(ctx, `SELECT
+			coalesce((SELECT string_agg(e::text, E'\n' ORDER BY position) FROM es.events e WHERE tenant_id = $1), '') || '|' ||
+			coalesce((SELECT string_agg(s::text, E'\n' ORDER BY stream_id, stream_version) FROM es.snapshots s WHERE tenant_id = $1), '')`, tid).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before, otherBefore := rows(id), rows(other)
+	if moved, err := m.Dedicate(ctx, id); err != nil || !moved {
+		t.Fatalf("Dedicate = %v, %v", moved, err)
+	}
+	if after := rows(id); after != before {
+		t.Fatalf("rows changed by Dedicate:\n%s\nwant\n%s", after, before)
+	}
+	if after := rows(other); after != otherBefore {
+		t.Fatal("the other tenant's rows changed")
+	}
+	var inShared, inOwn int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM es."events$shared" WHERE tenant_id = $1),
+		(SELECT count(*) FROM es.events WHERE tenant_id = $1 AND tableoid = format('es.%I', 'events_' || $1)::regclass)`, id).Scan(&inShared, &inOwn); err != nil {
+		t.Fatal(err)
+	}
+	if inShared != 0 || inOwn != 3 {
+		t.Fatalf("after Dedicate: %d events in the shared partition, %d in the tenant's own; want 0 and 3", inShared, inOwn)
+	}
+	if _, err := ts.AppendToStream(ctx, "s", pges.NoStream, tagged); !errors.Is(err, pges.ErrWrongExpectedVersion) {
+		t.Fatalf("append as a new stream after Dedicate: %v, want ErrWrongExpectedVersion", err)
+	}
+	if _, err := ts.Append(ctx, []pges.EventData{tagged}, &pges.AppendCondition{FailIfEventsMatch: pges.Tags("course:c1")}); !errors.Is(err, pges.ErrAppendConditionViolated) {
+		t.Fatalf("conditional append after Dedicate: %v, want ErrAppendConditionViolated", err)
+	}
+	snap, ok, err := ts.LoadSnapshot(ctx, "s")
+	if err != nil || !ok || snap.StreamVersion != 2 {
+		t.Fatalf("snapshot after Dedicate: %+v, %v", snap, err)
 	}
 }

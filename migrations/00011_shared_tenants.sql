@@ -1,0 +1,407 @@
+-- Shared and dedicated tenants (issue #4; bench/RESULTS.md, "Tenants").
+--
+-- One partition per tenant could not meet the goals at 10,000 tenants:
+-- creating a tenant took 78-113 ms, and every statement on es.events paid
+-- for the partition count. From now on a new tenant is "shared": it gets no
+-- partition of its own, and its rows go to the DEFAULT partition of
+-- es.events and es.snapshots, which is split by HASH (tenant_id) into 16
+-- leaves. Creating a tenant inserts its registry row and runs no DDL. A
+-- tenant that grows large is "dedicated" (es.dedicate_tenant): it gets its
+-- own LIST partitions as before, and dropping it drops them. Tenants that
+-- exist when this migration runs keep their partitions: they are dedicated.
+--
+-- The unique constraints all start with tenant_id, so each tenant lives in
+-- one leaf and the leaf's unique indexes enforce them. The secondary
+-- indexes used to be on (tags), (event_type, position) and (tx_id,
+-- position): in a leaf shared by hundreds of tenants with the same tag
+-- vocabulary, a condition check would read every tenant's matches of the
+-- leaf and filter them by tenant (measured: 62,600 index entries read for
+-- a tenant's 100). They now start with tenant_id, so a lookup reads only the
+-- tenant's own entries; the tags' GIN index needs btree_gin for its
+-- tenant_id column (a contrib extension that PostgreSQL marks trusted: the
+-- database owner can create it).
+--
+-- Drop and its races: dropping a shared tenant deletes its rows, so a
+-- writer that checked the registry before the drop could still insert
+-- afterwards (with partitions the INSERT failed for want of a partition).
+-- es.drop_tenant now first takes the tenant's "any event" lock exclusively,
+-- which every writer holds shared until it commits (es.lock_boundary for
+-- appends, es.save_snapshot, es.lock_tenant for imports), and every writer
+-- checks the registry again once it holds that lock: a writer waiting
+-- behind a drop fails with "tenant not found" and writes nothing.
+
+-- +goose Up
+
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gin') THEN
+        CREATE EXTENSION btree_gin WITH SCHEMA es;
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- fastupdate off, as before (NOTES.md hazard 9).
+CREATE INDEX events_tenant_tags ON es.events USING gin (tenant_id, tags) WITH (fastupdate = off);
+CREATE INDEX events_tenant_type ON es.events (tenant_id, event_type, position);
+CREATE INDEX events_tenant_tx ON es.events (tenant_id, tx_id, position);
+DROP INDEX es.events_tags;
+DROP INDEX es.events_type;
+DROP INDEX es.events_tx;
+
+-- The shared partitions. Their names contain "$", which a tenant id cannot,
+-- so they never collide with a dedicated tenant's events_<id>. Sixteen
+-- leaves: a few, so that planning and locking stay cheap and
+-- es.dedicate_tenant scans little; at 10,000 tenants each leaf holds ~625.
+-- +goose StatementBegin
+DO $$
+BEGIN
+    CREATE TABLE es."events$shared" PARTITION OF es.events DEFAULT PARTITION BY HASH (tenant_id);
+    CREATE TABLE es."snapshots$shared" PARTITION OF es.snapshots DEFAULT PARTITION BY HASH (tenant_id);
+    FOR i IN 0 .. 15 LOOP
+        EXECUTE format('CREATE TABLE es.%I PARTITION OF es."events$shared" FOR VALUES WITH (MODULUS 16, REMAINDER %s)',
+            'events$shared_' || lpad(i::text, 2, '0'), i);
+        EXECUTE format('CREATE TABLE es.%I PARTITION OF es."snapshots$shared" FOR VALUES WITH (MODULUS 16, REMAINDER %s)',
+            'snapshots$shared_' || lpad(i::text, 2, '0'), i);
+    END LOOP;
+END $$;
+-- +goose StatementEnd
+
+-- es.is_dedicated: whether the tenant has partitions of its own.
+-- +goose StatementBegin
+CREATE FUNCTION es.is_dedicated(p_tenant_id text)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_inherits i
+                    WHERE i.inhparent = 'es.events'::regclass
+                      AND i.inhrelid = to_regclass(format('es.%I', 'events_' || p_tenant_id)))
+$$;
+-- +goose StatementEnd
+
+-- es.shared_leaf: the leaf of p_parent (es."events$shared" or
+-- es."snapshots$shared") that holds a shared tenant's rows.
+-- +goose StatementBegin
+CREATE FUNCTION es.shared_leaf(p_parent regclass, p_tenant_id text)
+RETURNS regclass LANGUAGE sql STABLE AS $$
+    SELECT c.oid::regclass
+      FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+     WHERE i.inhparent = p_parent
+       AND satisfies_hash_partition(p_parent::oid, 16,
+               substring(pg_get_expr(c.relpartbound, c.oid) FROM 'remainder (\d+)')::int, p_tenant_id)
+$$;
+-- +goose StatementEnd
+
+-- es.create_tenant: a registry row, no DDL. Same rules and answers as
+-- before: creating an existing tenant with the same name returns it.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.create_tenant(p_tenant_id text, p_name text DEFAULT '')
+RETURNS es.tenants LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    v_row es.tenants;
+BEGIN
+    IF p_tenant_id IS NULL OR p_tenant_id !~ '^[a-z0-9][a-z0-9_-]{0,39}$' THEN
+        PERFORM es.raise('ES004', format('invalid tenant id %L: use 1-40 characters a-z, 0-9, "_" or "-", starting with a letter or digit', left(p_tenant_id, 80)));
+    END IF;
+    INSERT INTO es.tenants (tenant_id, name) VALUES (p_tenant_id, coalesce(p_name, ''))
+    ON CONFLICT (tenant_id) DO NOTHING
+    RETURNING * INTO v_row;
+    IF v_row.tenant_id IS NULL THEN
+        SELECT * INTO v_row FROM es.tenants WHERE tenant_id = p_tenant_id;
+        IF v_row.name IS DISTINCT FROM coalesce(p_name, '') THEN
+            PERFORM es.raise('ES009', format('tenant %L exists with the name %L', p_tenant_id, v_row.name));
+        END IF;
+    END IF;
+    RETURN v_row;
+END $$;
+-- +goose StatementEnd
+
+-- es.lock_tenant: the tenant's "any event" lock, exclusively, then the
+-- registry once more (a fresh snapshot): a tenant dropped while this waited
+-- is not found.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.lock_tenant(p_tenant_id text)
+RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 'a', ''));
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+END $$;
+-- +goose StatementEnd
+
+-- es.lock_boundary of 00001 stays under another name; the new one checks
+-- the registry again after the locks, as es.lock_tenant does. Every append
+-- takes the "any event" lock shared in there.
+-- +goose StatementBegin
+DO $$ BEGIN ALTER FUNCTION es.lock_boundary(text, jsonb, jsonb) RENAME TO lock_boundary_00001; END $$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb)
+RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+BEGIN
+    PERFORM es.lock_boundary_00001(p_tenant_id, p_events, p_query);
+    PERFORM es.check_tenant(p_tenant_id, p_events IS NOT NULL, false);
+END $$;
+-- +goose StatementEnd
+
+-- es.save_snapshot as in 00001, holding the "any event" lock shared like an
+-- append, and checking the registry under it.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.save_snapshot(p_tenant_id text, p_stream_id text, p_stream_version bigint,
+                                 p_schema_version int, p_state jsonb)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    v_head record;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    IF p_state IS NULL OR p_schema_version IS NULL THEN
+        PERFORM es.raise('ES004', 'snapshot state and schema version are required');
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared(es.lock_key(p_tenant_id, 'a', ''));
+    PERFORM es.check_tenant(p_tenant_id, true, false);
+    v_head := es.stream_head(p_tenant_id, p_stream_id);
+    IF v_head.version = 0 THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF p_stream_version IS NULL OR p_stream_version < 1 OR p_stream_version > v_head.version THEN
+        PERFORM es.raise('ES004', format('snapshot version %s is outside the stream (1-%s)', p_stream_version, v_head.version));
+    END IF;
+    INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state)
+    VALUES (p_tenant_id, p_stream_id, p_stream_version, p_schema_version, p_state)
+    ON CONFLICT (tenant_id, stream_id, stream_version)
+    DO UPDATE SET schema_version = excluded.schema_version, state = excluded.state, created_at = now();
+END $$;
+-- +goose StatementEnd
+
+-- es.dedicate_tenant gives a shared tenant partitions of its own, moving its
+-- rows into them; false when it has them already. The tenant's writers wait
+-- (es.lock_tenant). Attaching a LIST partition makes PostgreSQL check that
+-- the DEFAULT partition holds no row of the tenant: it scans every shared
+-- leaf under an ACCESS EXCLUSIVE lock, so every shared tenant waits, for a
+-- time that grows with all shared tenants' data. Dedicate a tenant when it
+-- is created, or while the shared data is small.
+-- +goose StatementBegin
+CREATE FUNCTION es.dedicate_tenant(p_tenant_id text)
+RETURNS boolean LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    v_events text := 'events_' || p_tenant_id;
+    v_snapshots text := 'snapshots_' || p_tenant_id;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    PERFORM es.lock_tenant(p_tenant_id);
+    IF es.is_dedicated(p_tenant_id) THEN
+        RETURN false;
+    END IF;
+    -- The CHECKs let ATTACH skip scanning the new tables themselves.
+    EXECUTE format('CREATE TABLE es.%I (LIKE es.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (tenant_id = %L))', v_events, p_tenant_id);
+    EXECUTE format('CREATE TABLE es.%I (LIKE es.snapshots INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (tenant_id = %L))', v_snapshots, p_tenant_id);
+    EXECUTE format('INSERT INTO es.%I SELECT * FROM es."events$shared" WHERE tenant_id = %L ORDER BY position', v_events, p_tenant_id);
+    EXECUTE format('INSERT INTO es.%I SELECT * FROM es."snapshots$shared" WHERE tenant_id = %L', v_snapshots, p_tenant_id);
+    DELETE FROM es."events$shared" WHERE tenant_id = p_tenant_id;
+    DELETE FROM es."snapshots$shared" WHERE tenant_id = p_tenant_id;
+    EXECUTE format('ALTER TABLE es.events ATTACH PARTITION es.%I FOR VALUES IN (%L)', v_events, p_tenant_id);
+    EXECUTE format('ALTER TABLE es.snapshots ATTACH PARTITION es.%I FOR VALUES IN (%L)', v_snapshots, p_tenant_id);
+    RETURN true;
+END $$;
+-- +goose StatementEnd
+
+-- es.drop_tenant removes a tenant and all its data: a dedicated tenant's
+-- partitions are dropped (DROP TABLE locks es.events ACCESS EXCLUSIVE for a
+-- moment), a shared tenant's rows deleted, which takes time in proportion
+-- to them and leaves dead rows for vacuum. Both wait for the tenant's
+-- writers in flight; writers that come later fail (see the top). Returns
+-- false when the tenant did not exist.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.drop_tenant(p_tenant_id text)
+RETURNS boolean LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM es.tenants WHERE tenant_id = p_tenant_id) THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 'a', ''));
+    DELETE FROM es.tenants WHERE tenant_id = p_tenant_id;
+    IF NOT FOUND THEN
+        RETURN false; -- dropped while this waited
+    END IF;
+    IF es.is_dedicated(p_tenant_id) THEN
+        EXECUTE format('DROP TABLE es.%I, es.%I', 'events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+    ELSE
+        DELETE FROM es.events WHERE tenant_id = p_tenant_id;
+        DELETE FROM es.snapshots WHERE tenant_id = p_tenant_id;
+    END IF;
+    RETURN true;
+END $$;
+-- +goose StatementEnd
+
+-- es.analyze_tenant: a dedicated tenant's partitions, or the leaves a
+-- shared tenant shares with others.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.analyze_tenant(p_tenant_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    IF es.is_dedicated(p_tenant_id) THEN
+        EXECUTE format('ANALYZE es.%I, es.%I', 'events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+    ELSE
+        EXECUTE format('ANALYZE %s, %s', es.shared_leaf('es."events$shared"', p_tenant_id),
+            es.shared_leaf('es."snapshots$shared"', p_tenant_id));
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- es.tenant_stats gains "dedicated". A dedicated tenant's bytes are its
+-- partitions' size on disk, indexes included; a shared tenant's are the
+-- size of its rows (pg_column_size), without index entries or free space.
+DROP FUNCTION es.tenant_stats(text);
+-- +goose StatementBegin
+CREATE FUNCTION es.tenant_stats(p_tenant_id text,
+    OUT events bigint, OUT streams bigint, OUT snapshots bigint, OUT bytes bigint, OUT last_event_at timestamptz,
+    OUT dedicated boolean)
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    SELECT count(*), count(DISTINCT e.stream_id), max(e.recorded_at) INTO events, streams, last_event_at
+      FROM es.events e WHERE e.tenant_id = p_tenant_id;
+    SELECT count(*) INTO snapshots FROM es.snapshots s WHERE s.tenant_id = p_tenant_id;
+    dedicated := es.is_dedicated(p_tenant_id);
+    IF dedicated THEN
+        SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) INTO bytes
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'es' AND c.relname IN ('events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+    ELSE
+        SELECT coalesce((SELECT sum(pg_column_size(e.*)) FROM es.events e WHERE e.tenant_id = p_tenant_id), 0)
+             + coalesce((SELECT sum(pg_column_size(s.*)) FROM es.snapshots s WHERE s.tenant_id = p_tenant_id), 0)
+          INTO bytes;
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+REVOKE EXECUTE ON FUNCTION es.tenant_stats(text), es.dedicate_tenant(text), es.is_dedicated(text),
+    es.shared_leaf(regclass, text), es.lock_boundary(text, jsonb, jsonb) FROM PUBLIC;
+ALTER FUNCTION es.is_dedicated(text) SET plan_cache_mode = auto;
+ALTER FUNCTION es.shared_leaf(regclass, text) SET plan_cache_mode = auto;
+
+-- +goose Down
+-- Every shared tenant gets its partitions back (dedicated), then the shared
+-- partitions, functions and indexes of this migration go.
+-- +goose StatementBegin
+DO $$
+DECLARE
+    v_tenant text;
+BEGIN
+    FOR v_tenant IN SELECT tenant_id FROM es.tenants ORDER BY tenant_id LOOP
+        PERFORM es.dedicate_tenant(v_tenant);
+    END LOOP;
+    DROP TABLE es."events$shared", es."snapshots$shared";
+END $$;
+-- +goose StatementEnd
+DROP FUNCTION es.lock_boundary(text, jsonb, jsonb);
+-- +goose StatementBegin
+DO $$ BEGIN ALTER FUNCTION es.lock_boundary_00001(text, jsonb, jsonb) RENAME TO lock_boundary; END $$;
+-- +goose StatementEnd
+DROP FUNCTION es.dedicate_tenant(text);
+DROP FUNCTION es.tenant_stats(text);
+-- +goose StatementBegin
+CREATE FUNCTION es.tenant_stats(p_tenant_id text,
+    OUT events bigint, OUT streams bigint, OUT snapshots bigint, OUT bytes bigint, OUT last_event_at timestamptz)
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    SELECT count(*), count(DISTINCT e.stream_id), max(e.recorded_at) INTO events, streams, last_event_at
+      FROM es.events e WHERE e.tenant_id = p_tenant_id;
+    SELECT count(*) INTO snapshots FROM es.snapshots s WHERE s.tenant_id = p_tenant_id;
+    SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) INTO bytes
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = 'es' AND c.relname IN ('events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+END $$;
+-- +goose StatementEnd
+REVOKE EXECUTE ON FUNCTION es.tenant_stats(text) FROM PUBLIC;
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.analyze_tenant(p_tenant_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    EXECUTE format('ANALYZE es.%I, es.%I', 'events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.drop_tenant(p_tenant_id text)
+RETURNS boolean LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM es.tenants WHERE tenant_id = p_tenant_id) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP TABLE IF EXISTS es.%I, es.%I', 'events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+    DELETE FROM es.tenants WHERE tenant_id = p_tenant_id;
+    RETURN true;
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.save_snapshot(p_tenant_id text, p_stream_id text, p_stream_version bigint,
+                                 p_schema_version int, p_state jsonb)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    v_head record;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    IF p_state IS NULL OR p_schema_version IS NULL THEN
+        PERFORM es.raise('ES004', 'snapshot state and schema version are required');
+    END IF;
+    v_head := es.stream_head(p_tenant_id, p_stream_id);
+    IF v_head.version = 0 THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF p_stream_version IS NULL OR p_stream_version < 1 OR p_stream_version > v_head.version THEN
+        PERFORM es.raise('ES004', format('snapshot version %s is outside the stream (1-%s)', p_stream_version, v_head.version));
+    END IF;
+    INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state)
+    VALUES (p_tenant_id, p_stream_id, p_stream_version, p_schema_version, p_state)
+    ON CONFLICT (tenant_id, stream_id, stream_version)
+    DO UPDATE SET schema_version = excluded.schema_version, state = excluded.state, created_at = now();
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.lock_tenant(p_tenant_id text)
+RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 'a', ''));
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.create_tenant(p_tenant_id text, p_name text DEFAULT '')
+RETURNS es.tenants LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    v_row es.tenants;
+BEGIN
+    IF p_tenant_id IS NULL OR p_tenant_id !~ '^[a-z0-9][a-z0-9_-]{0,39}$' THEN
+        PERFORM es.raise('ES004', format('invalid tenant id %L: use 1-40 characters a-z, 0-9, "_" or "-", starting with a letter or digit', left(p_tenant_id, 80)));
+    END IF;
+    INSERT INTO es.tenants (tenant_id, name) VALUES (p_tenant_id, coalesce(p_name, ''))
+    ON CONFLICT (tenant_id) DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT * INTO v_row FROM es.tenants WHERE tenant_id = p_tenant_id;
+        IF v_row.name IS DISTINCT FROM coalesce(p_name, '') THEN
+            PERFORM es.raise('ES009', format('tenant %L exists with the name %L', p_tenant_id, v_row.name));
+        END IF;
+        RETURN v_row;
+    END IF;
+    EXECUTE format('CREATE TABLE es.%I PARTITION OF es.events FOR VALUES IN (%L)', 'events_' || p_tenant_id, p_tenant_id);
+    EXECUTE format('CREATE TABLE es.%I PARTITION OF es.snapshots FOR VALUES IN (%L)', 'snapshots_' || p_tenant_id, p_tenant_id);
+    SELECT * INTO v_row FROM es.tenants WHERE tenant_id = p_tenant_id;
+    RETURN v_row;
+END $$;
+-- +goose StatementEnd
+DROP FUNCTION es.shared_leaf(regclass, text);
+DROP FUNCTION es.is_dedicated(text);
+CREATE INDEX events_tags ON es.events USING gin (tags) WITH (fastupdate = off);
+CREATE INDEX events_type ON es.events (event_type, position);
+CREATE INDEX events_tx ON es.events (tx_id, position);
+DROP INDEX es.events_tenant_tags;
+DROP INDEX es.events_tenant_type;
+DROP INDEX es.events_tenant_tx;
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gin' AND extnamespace = 'es'::regnamespace) THEN
+        DROP EXTENSION btree_gin;
+    END IF;
+END $$;
+-- +goose StatementEnd
