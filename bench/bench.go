@@ -43,13 +43,10 @@ type Config struct {
 	// Progress receives a line every few seconds; nil is quiet.
 	Progress io.Writer
 	// Layout is the tenant layout TenantScale measures (see Layouts);
-	// empty is LayoutPerTenant.
+	// empty is LayoutShared.
 	Layout string
-	// HashPartitions is the number of hash leaves of the hybrid layouts;
-	// 0 is DefaultHashPartitions.
-	HashPartitions int
-	// LargeTenantEvents, if set, makes TenantScale finish with the drop of
-	// a tenant holding this many events.
+	// LargeTenantEvents, if set, makes TenantScale finish with the drops
+	// of a shared and of a dedicated tenant holding this many events.
 	LargeTenantEvents int
 }
 

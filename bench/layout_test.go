@@ -2,11 +2,10 @@ package bench_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,13 +13,12 @@ import (
 	"github.com/eventstore-go/pges/bench"
 	"github.com/eventstore-go/pges/internal/testdb"
 	"github.com/eventstore-go/pges/tenant"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // scratchPool returns a pool on a freshly migrated database of its own,
-// dropped when the test ends: a hybrid layout converts the schema, so it
-// must not touch the package database the other tests share.
+// dropped when the test ends: TenantScale leaves its bench tenants behind,
+// and a run refuses bench tenants of the other layout.
 func scratchPool(t *testing.T, suffix string) *pgxpool.Pool {
 	t.Helper()
 	ctx := context.Background()
@@ -58,151 +56,99 @@ func scratchPool(t *testing.T, suffix string) *pgxpool.Pool {
 	return pool
 }
 
-func TestTenantScaleHybrid(t *testing.T) {
-	ctx := context.Background()
-	pool := scratchPool(t, "hybrid")
-	cfg := bench.Config{Count: 5, Layout: bench.LayoutHybrid, HashPartitions: 4, LargeTenantEvents: 1500}
-	results, err := bench.TenantScale(ctx, pool, cfg, []int{1, 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, r := range results {
-		names = append(names, r.Scenario)
-		if r.Calls == 0 || r.P50 <= 0 {
-			t.Errorf("%s: incomplete result %+v", r.Scenario, r)
-		}
-	}
-	for _, want := range []string{"tenant-create (3 tenants, hybrid)", "stream-append-1 (3 tenants, hybrid)",
-		"read-stream-100 (1 tenants, hybrid)", "tenant-drop (3 tenants, hybrid)", "tenant-dedicate (3 tenants, hybrid)",
-		"tenant-drop-1500-events (3 tenants, hybrid)"} {
-		if !strings.Contains(strings.Join(names, "\n"), want) {
-			t.Errorf("no result %q in %q", want, names)
-		}
-	}
-	// Only the bench tenants remain, all in the shared leaves: es.events has
-	// one partition (the DEFAULT one) with four hash leaves.
-	var tenants, listParts, leaves, events int
-	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM es.tenants),
-		(SELECT count(*) FROM pg_inherits WHERE inhparent = 'es.events'::regclass),
-		(SELECT count(*) FROM pg_inherits WHERE inhparent = 'es."events$shared"'::regclass),
-		(SELECT count(*) FROM es.events WHERE tenant_id NOT IN (SELECT tenant_id FROM es.tenants))`).Scan(&tenants, &listParts, &leaves, &events); err != nil {
-		t.Fatal(err)
-	}
-	if tenants != 4 || listParts != 1 || leaves != 4 || events != 0 {
-		t.Errorf("%d tenants, %d partitions, %d leaves, %d orphan events; want 4 (bench and 3), 1, 4, 0", tenants, listParts, leaves, events)
-	}
+// Each layout measures every scenario under its own names, leaves its bench
+// tenants shared or dedicated, and drops every extra tenant with its rows.
+func TestTenantScaleLayouts(t *testing.T) {
+	for _, layout := range bench.Layouts() {
+		t.Run(layout, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			pool := scratchPool(t, layout)
+			dedicated := layout == bench.LayoutDedicated
+			sfx := ""
+			if dedicated {
+				sfx = ", dedicated"
+			}
+			results, err := bench.TenantScale(ctx, pool, bench.Config{Count: 5, Layout: layout, LargeTenantEvents: 1500}, []int{1, 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, n := range []int{1, 3} {
+				for _, s := range []string{"tenant-create", "stream-append-1", "read-stream-100", "tenant-drop", "tenant-dedicate"} {
+					want = append(want, fmt.Sprintf("%s (%d tenants%s)", s, n, sfx))
+				}
+			}
+			want = append(want, "tenant-drop-1500-events (3 tenants, shared)", "tenant-drop-1500-events (3 tenants, dedicated)")
+			var names []string
+			calls := map[string]int64{}
+			for _, r := range results {
+				names = append(names, r.Scenario)
+				calls[strings.SplitN(r.Scenario, " (", 2)[0]] += r.Calls
+				if r.Calls == 0 || r.P50 <= 0 {
+					t.Errorf("%s: incomplete result %+v", r.Scenario, r)
+				}
+			}
+			if !slices.Equal(names, want) {
+				t.Fatalf("scenarios\n%q\nwant\n%q", names, want)
+			}
+			// 1 + 2 creates, 10 drops and 3 dedications per count, one drop
+			// of each large tenant.
+			if calls["tenant-create"] != 3 || calls["tenant-drop"] != 20 || calls["tenant-dedicate"] != 6 || calls["tenant-drop-1500-events"] != 2 {
+				t.Errorf("calls %v", calls)
+			}
 
-	// Running again on the converted database measures again.
-	if _, err := bench.TenantScale(ctx, pool, bench.Config{Count: 3, Layout: bench.LayoutHybrid, HashPartitions: 4}, []int{3}); err != nil {
-		t.Fatalf("second hybrid run: %v", err)
-	}
-	// The per-tenant layout, or another leaf count, is refused there.
-	if _, err := bench.TenantScale(ctx, pool, bench.Config{Count: 3}, []int{3}); err == nil || !strings.Contains(err.Error(), "hybrid") {
-		t.Fatalf("per-tenant on a hybrid database: %v, want a refusal naming the hybrid layout", err)
-	}
-	if err := bench.ApplyLayout(ctx, pool, bench.LayoutHybrid, 16); err == nil || !strings.Contains(err.Error(), "4 hash partitions") {
-		t.Fatalf("16 leaves on a 4-leaf database: %v, want a refusal", err)
-	}
-	if err := bench.ApplyLayout(ctx, pool, "hash", 0); err == nil || !strings.Contains(err.Error(), "unknown layout") {
-		t.Fatalf("unknown layout: %v", err)
-	}
+			// Left: the bench tenant (shared) and bench_t_00001-3, which
+			// have partitions of their own in the dedicated layout only; no
+			// partition and no row of a dropped tenant.
+			var tenants, parts, benchParts, sharedRows, orphans int
+			var position int64
+			if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM es.tenants),
+				(SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+				  WHERE i.inhparent IN ('es.events'::regclass, 'es.snapshots'::regclass) AND c.relname NOT LIKE '%$shared'),
+				(SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+				  WHERE i.inhparent IN ('es.events'::regclass, 'es.snapshots'::regclass) AND c.relname ~ '^(events|snapshots)_bench_t_0000[1-3]$'),
+				(SELECT count(*) FROM es."events$shared" WHERE tenant_id LIKE 'bench\_t\_%'),
+				(SELECT count(*) FROM es.events WHERE tenant_id NOT IN (SELECT tenant_id FROM es.tenants))
+				  + (SELECT count(*) FROM es.snapshots WHERE tenant_id NOT IN (SELECT tenant_id FROM es.tenants)),
+				(SELECT last_value FROM es.event_position)`).Scan(&tenants, &parts, &benchParts, &sharedRows, &orphans, &position); err != nil {
+				t.Fatal(err)
+			}
+			wantParts, wantShared := 0, true
+			if dedicated {
+				wantParts, wantShared = 6, false
+			}
+			if tenants != 4 || parts != wantParts || benchParts != wantParts || (sharedRows > 0) != wantShared || orphans != 0 || position < 3000 {
+				t.Errorf("%d tenants, %d partitions (%d of bench_t_*), %d bench_t_* rows in the shared leaves, %d rows of dropped tenants, position %d; want 4, %d, %d, shared rows %v, 0, >= 3000",
+					tenants, parts, benchParts, sharedRows, orphans, position, wantParts, wantParts, wantShared)
+			}
+			m := tenant.NewManager(pool)
+			for i := 1; i <= 3; i++ {
+				id := fmt.Sprintf("bench_t_%05d", i)
+				if st, err := m.Stats(ctx, id); err != nil || st.Dedicated != dedicated {
+					t.Errorf("stats of %s: %+v, %v; want dedicated %v", id, st, err, dedicated)
+				}
+			}
 
-	// The SQL API and its constraints work in the shared leaves and after
-	// a tenant moves to its own partition.
-	m := tenant.NewManager(pool)
-	store, err := pges.New(pool, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Create(ctx, "acme", "Acme"); err != nil {
-		t.Fatal(err)
-	}
-	acme := store.Tenant("acme")
-	ev := pges.EventData{Type: "E", Payload: json.RawMessage(`{"n":1}`), Tags: []string{"k:1"}}
-	if _, err := acme.AppendToStream(ctx, "s", pges.NoStream, ev, ev); err != nil {
-		t.Fatal(err)
-	}
-	dup := `INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version, payload)
-		SELECT 'acme', nextval('es.event_position'), CASE WHEN $1 THEN event_id ELSE gen_random_uuid() END, 'E', 's', CASE WHEN $1 THEN 99 ELSE 1 END, '{}'
-		FROM es.events WHERE tenant_id = 'acme' LIMIT 1`
-	for _, sameID := range []bool{false, true} {
-		_, err := pool.Exec(ctx, dup, sameID)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
-			t.Errorf("duplicate (same event id %v) in a shared leaf: %v, want unique_violation", sameID, err)
-		}
-	}
-	var dedicated bool
-	if err := pool.QueryRow(ctx, "SELECT es.dedicate_tenant('acme')").Scan(&dedicated); err != nil || !dedicated {
-		t.Fatalf("dedicate: %v, %v", dedicated, err)
-	}
-	if _, err := acme.AppendToStream(ctx, "s", pges.Exactly(2), ev); err != nil {
-		t.Fatal(err)
-	}
-	got, err := acme.ReadStream(ctx, "s", pges.ReadOptions{})
-	if err != nil || len(got) != 3 {
-		t.Fatalf("read after dedicate: %d events, %v", len(got), err)
-	}
-	if _, err := pool.Exec(ctx, dup, false); err == nil {
-		t.Error("duplicate stream version in a dedicated partition was accepted")
-	}
-	if st, err := m.Stats(ctx, "acme"); err != nil || st.Events != 3 || st.Bytes == 0 {
-		t.Errorf("stats: %+v, %v", st, err)
-	}
-	if _, err := m.Create(ctx, "shared1", ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Tenant("shared1").AppendToStream(ctx, "s", pges.NoStream, ev); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := m.Stats(ctx, "shared1"); err != nil || st.Events != 1 || st.Bytes == 0 {
-		t.Errorf("stats of a shared tenant: %+v, %v", st, err)
-	}
-	for _, id := range []string{"acme", "shared1"} {
-		if dropped, err := m.Drop(ctx, id); err != nil || !dropped {
-			t.Fatalf("drop %s: %v, %v", id, dropped, err)
-		}
-	}
-	var left int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM es.events WHERE tenant_id IN ('acme', 'shared1')").Scan(&left); err != nil || left != 0 {
-		t.Errorf("%d events left after the drops (%v)", left, err)
-	}
-
-	// hybrid-generic on top of hybrid; then plain hybrid is refused there.
-	if err := bench.ApplyLayout(ctx, pool, bench.LayoutHybridGeneric, 4); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := acme.AppendToStream(ctx, "x", pges.NoStream, ev); !errors.Is(err, pges.ErrTenantNotFound) {
-		t.Errorf("append to a dropped tenant: %v, want ErrTenantNotFound", err)
-	}
-	if err := bench.ApplyLayout(ctx, pool, bench.LayoutHybrid, 4); err == nil {
-		t.Error("hybrid on a hybrid-generic database was accepted")
-	}
-}
-
-// A database that already holds tenants is never converted.
-func TestHybridRefusesDatabaseWithTenants(t *testing.T) {
-	ctx := context.Background()
-	pool := scratchPool(t, "refuse")
-	if _, err := tenant.NewManager(pool).Create(ctx, "acme", ""); err != nil {
-		t.Fatal(err)
-	}
-	err := bench.ApplyLayout(ctx, pool, bench.LayoutHybrid, 0)
-	if err == nil || !strings.Contains(err.Error(), "scratch database") {
-		t.Fatalf("hybrid on a database with a tenant: %v, want a refusal", err)
-	}
-	var parts int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'es.events'::regclass").Scan(&parts); err != nil || parts != 1 {
-		t.Errorf("%d partitions of es.events after the refusal (%v), want acme's only", parts, err)
-	}
-
-	// Since migration 00009 the store forces custom plans itself:
-	// per-tenant and per-tenant-custom are the same layout, and both apply
-	// to a database with tenants.
-	for _, layout := range []string{bench.LayoutPerTenantCustom, bench.LayoutPerTenant} {
-		if err := bench.ApplyLayout(ctx, pool, layout, 0); err != nil {
-			t.Fatalf("%s: %v", layout, err)
-		}
+			// Another run in the same layout tops the tenants up; one in the
+			// other layout, or an unknown layout, is refused.
+			results, err = bench.TenantScale(ctx, pool, bench.Config{Count: 2, Layout: layout}, []int{4})
+			if err != nil || len(results) != 5 || results[0].Scenario != "tenant-create (4 tenants"+sfx+")" || results[0].Calls != 1 {
+				t.Fatalf("second run: %d results (%v), %v", len(results), results, err)
+			}
+			if st, err := m.Stats(ctx, "bench_t_00004"); err != nil || st.Dedicated != dedicated {
+				t.Errorf("stats of bench_t_00004: %+v, %v; want dedicated %v", st, err, dedicated)
+			}
+			other := bench.LayoutDedicated
+			if dedicated {
+				other = bench.LayoutShared
+			}
+			if _, err := bench.TenantScale(ctx, pool, bench.Config{Count: 2, Layout: other}, []int{4}); err == nil || !strings.Contains(err.Error(), "bench tenants") {
+				t.Errorf("layout %s after %s: %v, want a refusal", other, layout, err)
+			}
+			if _, err := bench.TenantScale(ctx, pool, bench.Config{Count: 2, Layout: "hybrid"}, []int{4}); err == nil || !strings.Contains(err.Error(), "unknown layout") {
+				t.Errorf("layout hybrid: %v, want unknown layout", err)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/eventstore-go/pges/tenant"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -29,8 +30,15 @@ type LoadStats struct {
 // from es.event_position, the loading transaction's tx_id). It writes
 // nothing when the tenant already holds target events or more. Setup must
 // have run (it creates the function).
+//
+// es_bench_load writes to the tenant's own partition: Load first dedicates
+// the tenant (tenant.Manager.Dedicate, a no-op for a dedicated one), as a
+// tenant expected to grow large is, right after its creation.
 func Load(ctx context.Context, pool *pgxpool.Pool, tenantID string, target int64, progress io.Writer) (LoadStats, error) {
 	var st LoadStats
+	if _, err := tenant.NewManager(pool).Dedicate(ctx, tenantID); err != nil {
+		return st, fmt.Errorf("load %s: %w", tenantID, err)
+	}
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM es.events WHERE tenant_id = $1", tenantID).Scan(&st.Before); err != nil {
 		return st, err
 	}

@@ -30,6 +30,10 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Load dedicated the tenant: es_bench_load writes to its partition.
+	if ts, err := tenant.NewManager(pool).Stats(ctx, id); err != nil || !ts.Dedicated {
+		t.Fatalf("stats after a load %+v, %v: want a dedicated tenant", ts, err)
+	}
 	if st.Before != 0 || st.After != 1500 || st.EventsPerSec <= 0 {
 		t.Fatalf("load %+v, want 0 -> 1500 events", st)
 	}
@@ -58,7 +62,7 @@ func TestLoad(t *testing.T) {
 		t.Errorf("%d events out of version order, tags %d-%d, %d streams, %d without a stream, payload %.0f bytes", bad, minTags, maxTags, streams, streamless, payload)
 	}
 	var opts []string
-	if err := pool.QueryRow(ctx, "SELECT reloptions FROM pg_class WHERE relname = $1", "events_"+id+"_tags_idx").Scan(&opts); err != nil {
+	if err := pool.QueryRow(ctx, "SELECT reloptions FROM pg_class WHERE relname = $1", "events_"+id+"_tenant_id_tags_idx").Scan(&opts); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(opts, ",") != "fastupdate=off" {

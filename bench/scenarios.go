@@ -212,8 +212,9 @@ func prepareCheckAtSize(size int) func(ctx context.Context, r *runner, clients i
 	}
 }
 
-// sizedTenant returns a tenant of its own (bench_log_<size>) filled to at
-// least size events; scenarios of the same size share it.
+// sizedTenant returns a tenant of its own (bench_log_<size>), dedicated and
+// filled to at least size events by Load; scenarios of the same size share
+// it.
 func (r *runner) sizedTenant(ctx context.Context, size int) (*pges.TenantStore, error) {
 	id := fmt.Sprintf("%s_log_%d", Tenant, size)
 	if _, err := tenant.NewManager(r.pool).Create(ctx, id, "bench: log of a fixed size"); err != nil {

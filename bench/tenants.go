@@ -8,29 +8,29 @@ import (
 
 	"github.com/eventstore-go/pges"
 	"github.com/eventstore-go/pges/tenant"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // TenantScale measures how the store behaves as the number of tenants
-// grows, in the tenant layout cfg.Layout (ApplyLayout; the default is one
-// partition of each tenant table per tenant): for each count it tops the
-// bench tenants (bench_t_00001, ...) up to that count, timing every create,
-// then measures a one-event stream append and a 100-event stream read on one
-// tenant beside their plain-SQL baselines, and the drop of ten extra tenants
-// holding ten events each. In a hybrid layout those tenants share the hash
-// leaves (their drop is a DELETE), and it also times giving three tenants
-// of ten events their own partitions (es.dedicate_tenant). The tenants stay
-// for the next, larger count. With cfg.LargeTenantEvents it ends with the
-// drop of one tenant holding that many events.
+// grows, in the tenant layout cfg.Layout (Layouts; empty is LayoutShared):
+// for each count it tops the bench tenants (bench_t_00001, ...) up to that
+// count, timing every create (in LayoutDedicated, Create and Dedicate), then
+// measures a one-event stream append and a 100-event stream read on one
+// tenant beside their plain-SQL baselines, the drop of ten extra tenants of
+// the layout's kind holding ten events each, and the dedication of three
+// shared tenants of ten events (a scan of the shared leaves). The tenants
+// stay for the next, larger count; bench tenants of an earlier run in the
+// other layout make it fail. With cfg.LargeTenantEvents it ends, whatever
+// the layout, with the drop of a shared and of a dedicated tenant holding
+// that many events: those results are named after the dropped tenant's
+// kind ("tenant-drop-<N>-events (<count> tenants, shared)").
 func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []int) ([]Result, error) {
-	if err := ApplyLayout(ctx, pool, cfg.Layout, cfg.HashPartitions); err != nil {
+	layout, err := checkLayout(cfg.Layout)
+	if err != nil {
 		return nil, err
 	}
-	layout := cfg.Layout
-	if layout == "" {
-		layout = LayoutPerTenant
-	}
-	hybrid := layout == LayoutHybrid || layout == LayoutHybridGeneric
+	dedicated := layout == LayoutDedicated
 	r, err := newRunner(ctx, pool, cfg)
 	if err != nil {
 		return nil, err
@@ -41,31 +41,43 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 		return nil, err
 	}
 	var results []Result
-	have := 0
-	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM es.tenants WHERE tenant_id LIKE 'bench\\_t\\_%'").Scan(&have); err != nil {
+	var have, haveDedicated int
+	if err := r.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE es.is_dedicated(tenant_id))
+		FROM es.tenants WHERE tenant_id LIKE 'bench\_t\_%'`).Scan(&have, &haveDedicated); err != nil {
 		return nil, err
 	}
-	// withEvents creates a tenant holding n events (batches of at most 1,000).
-	withEvents := func(id string, n int) error {
+	if dedicated && haveDedicated < have || !dedicated && haveDedicated > 0 {
+		return nil, fmt.Errorf("layout %s: %d of the %d bench tenants (%s_t_*) of an earlier run are dedicated: use another database, or drop them",
+			layout, haveDedicated, have, Tenant)
+	}
+	// create makes a shared tenant, dedicated right away if asked.
+	create := func(id string, dedicate bool) error {
 		if _, err := m.Create(ctx, id, ""); err != nil {
 			return err
 		}
-		for written := 0; written < n; written += 1000 {
-			batch := make([]pges.EventData, min(1000, n-written))
-			for k := range batch {
-				batch[k] = event(0, int64(written), k)
-			}
-			if _, err := store.Tenant(id).Append(ctx, batch, nil); err != nil {
-				return err
+		if dedicate {
+			if _, err := m.Dedicate(ctx, id); err != nil {
+				return fmt.Errorf("dedicate %s: %w", id, err)
 			}
 		}
 		return nil
 	}
-	name := func(scenario string, n int) string {
-		if layout == LayoutPerTenant {
-			return fmt.Sprintf("%s (%d tenants)", scenario, n)
+	// withEvents makes a fresh tenant (dropping one an interrupted run
+	// left) holding n events.
+	withEvents := func(id string, dedicate bool, n int) error {
+		if _, err := m.Drop(ctx, id); err != nil {
+			return err
 		}
-		return fmt.Sprintf("%s (%d tenants, %s)", scenario, n, layout)
+		if err := create(id, dedicate); err != nil {
+			return err
+		}
+		return writeEvents(ctx, r.pool, id, n)
+	}
+	name := func(scenario string, n int) string {
+		if dedicated {
+			return fmt.Sprintf("%s (%d tenants, %s)", scenario, n, layout)
+		}
+		return fmt.Sprintf("%s (%d tenants)", scenario, n)
 	}
 	for _, n := range counts {
 		var creates []time.Duration
@@ -73,7 +85,7 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 		for have < n {
 			have++
 			t0 := time.Now()
-			if _, err := m.Create(ctx, fmt.Sprintf("%s_t_%05d", Tenant, have), ""); err != nil {
+			if err := create(fmt.Sprintf("%s_t_%05d", Tenant, have), dedicated); err != nil {
 				return results, err
 			}
 			creates = append(creates, time.Since(t0))
@@ -110,12 +122,12 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 			results = append(results, res)
 		}
 
-		// Drops: ten extra tenants holding ten events each.
+		// Drops: ten extra tenants of the layout's kind, ten events each.
 		var drops []time.Duration
 		start = time.Now()
 		for i := 0; i < 10; i++ {
 			id := fmt.Sprintf("%s_drop_%d", Tenant, i)
-			if err := withEvents(id, 10); err != nil {
+			if err := withEvents(id, dedicated, 10); err != nil {
 				return results, err
 			}
 			t0 := time.Now()
@@ -126,45 +138,73 @@ func TenantScale(ctx context.Context, pool *pgxpool.Pool, cfg Config, counts []i
 		}
 		results = append(results, timings(name("tenant-drop", n), drops, time.Since(start)))
 
-		if hybrid {
-			// Dedicating: three tenants of ten events move to their own
-			// partitions (a scan of the shared leaves), then are dropped.
-			var dedicates []time.Duration
-			start = time.Now()
-			for i := 0; i < 3; i++ {
-				id := fmt.Sprintf("%s_dedicated_%d", Tenant, i)
-				if err := withEvents(id, 10); err != nil {
-					return results, err
-				}
-				t0 := time.Now()
-				if _, err := r.pool.Exec(ctx, "SELECT es.dedicate_tenant($1)", id); err != nil {
-					return results, fmt.Errorf("dedicate %s: %w", id, err)
-				}
-				dedicates = append(dedicates, time.Since(t0))
-				if _, err := m.Drop(ctx, id); err != nil {
-					return results, err
-				}
+		// Dedicating: three shared tenants of ten events move to their own
+		// partitions, then are dropped.
+		var dedicates []time.Duration
+		start = time.Now()
+		for i := 0; i < 3; i++ {
+			id := fmt.Sprintf("%s_dedicate_%d", Tenant, i)
+			if err := withEvents(id, false, 10); err != nil {
+				return results, err
 			}
-			results = append(results, timings(name("tenant-dedicate", n), dedicates, time.Since(start)))
+			t0 := time.Now()
+			if moved, err := m.Dedicate(ctx, id); err != nil {
+				return results, fmt.Errorf("dedicate %s: %w", id, err)
+			} else if !moved {
+				return results, fmt.Errorf("dedicate %s: it was dedicated already", id)
+			}
+			dedicates = append(dedicates, time.Since(t0))
+			if _, err := m.Drop(ctx, id); err != nil {
+				return results, err
+			}
 		}
+		results = append(results, timings(name("tenant-dedicate", n), dedicates, time.Since(start)))
 	}
 	if cfg.LargeTenantEvents > 0 && len(counts) > 0 {
-		id := Tenant + "_large"
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "  writing %d events to %s\n", cfg.LargeTenantEvents, id)
+		for _, kind := range []string{LayoutShared, LayoutDedicated} {
+			id := Tenant + "_large_" + kind
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "  writing %d events to %s\n", cfg.LargeTenantEvents, id)
+			}
+			if err := withEvents(id, kind == LayoutDedicated, cfg.LargeTenantEvents); err != nil {
+				return results, err
+			}
+			t0 := time.Now()
+			if _, err := m.Drop(ctx, id); err != nil {
+				return results, err
+			}
+			d := time.Since(t0)
+			results = append(results, timings(fmt.Sprintf("tenant-drop-%d-events (%d tenants, %s)",
+				cfg.LargeTenantEvents, counts[len(counts)-1], kind), []time.Duration{d}, d))
 		}
-		if err := withEvents(id, cfg.LargeTenantEvents); err != nil {
-			return results, err
-		}
-		t0 := time.Now()
-		if _, err := m.Drop(ctx, id); err != nil {
-			return results, err
-		}
-		d := time.Since(t0)
-		res := timings(name(fmt.Sprintf("tenant-drop-%d-events", cfg.LargeTenantEvents), counts[len(counts)-1]), []time.Duration{d}, d)
-		results = append(results, res)
 	}
 	return results, nil
+}
+
+// writeEvents writes n events without a stream to an existing tenant as
+// the owner, one INSERT per million: the rows es.write_events would write
+// (positions from es.event_position, random event ids, the transaction's
+// tx_id and time) with the bench's ~200-byte payload and 2-3 tags, without
+// the SQL API's per-event work.
+func writeEvents(ctx context.Context, pool *pgxpool.Pool, id string, n int) error {
+	const chunk = 1_000_000
+	for done := 0; done < n; done += chunk {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			// No NOTIFY to subscribers (es.notify_events).
+			if _, err := tx.Exec(ctx, "SET LOCAL es.push = off"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO es.events (tenant_id, position, event_id, event_type, payload, tags)
+				SELECT $1, nextval('es.event_position'), gen_random_uuid(), 'Ev', $2::jsonb,
+				       ARRAY['client:c0', 'entity:e' || g] || CASE WHEN g % 2 = 0 THEN ARRAY['region:' || g % 50] ELSE '{}' END
+				  FROM generate_series($3::int, $4::int) g`, id, string(payload), done+1, min(n, done+chunk))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("write %d events to %s: %w", n, id, err)
+		}
+	}
+	return nil
 }
 
 // timings summarizes one-off operations (creates, drops) as a Result whose

@@ -23,18 +23,18 @@ func benchCommand() *cli.Command {
 		Usage: "run the bench/ scenarios beside a same-run plain INSERT baseline",
 		UsageText: `esadmin bench --duration 5s
    esadmin bench --scenarios stream-append-1 --clients 1,8 --json
-   esadmin bench --tenants 1,100,1000,10000 --layout hybrid   (a freshly migrated scratch database)
+   esadmin bench --tenants 1,100,1000,10000 --layout dedicated
    esadmin bench --scale 10000,100000,1000000,10000000 --plots bench/plots --markdown`,
-		Description: "Writes only to its own tenant \"" + bench.Tenant + "\" and the table es_bench_raw_events. Scenarios: " + strings.Join(bench.Scenarios(), ", "),
+		Description: "Writes only to its own tenants (\"" + bench.Tenant + "\", " + bench.Tenant + "_*) and the table es_bench_raw_events. Scenarios: " + strings.Join(bench.Scenarios(), ", ") +
+			". --tenants measures creating, using, dedicating and dropping tenants at each count instead; the " + bench.Tenant + "_t_* tenants it creates stay for the next run, which must use the same --layout.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "length of each measured phase"},
 			&cli.IntFlag{Name: "count", Usage: "calls per phase instead of --duration"},
 			&cli.StringFlag{Name: "clients", Usage: "comma-separated client counts (default: per scenario)"},
 			&cli.StringFlag{Name: "scenarios", Usage: "comma-separated scenario names (default: all)"},
 			&cli.StringFlag{Name: "tenants", Usage: "instead of the scenarios, measure at these tenant counts, e.g. 1,100,1000,10000 (creates bench_t_* tenants)"},
-			&cli.StringFlag{Name: "layout", Value: bench.LayoutPerTenant, Usage: "with --tenants, the tenant layout: " + strings.Join(bench.Layouts(), ", ") + " (hybrid layouts convert the schema: only on a freshly migrated scratch database without tenants)"},
-			&cli.IntFlag{Name: "hash-partitions", Value: bench.DefaultHashPartitions, Usage: "with a hybrid --layout, the hash partitions of the shared partition (1-1024)"},
-			&cli.IntFlag{Name: "large-tenant-events", Value: 100000, Usage: "with --tenants, end with the drop of a tenant holding this many events (0: skip)"},
+			&cli.StringFlag{Name: "layout", Value: bench.LayoutShared, Usage: "with --tenants, the bench tenants' layout: shared (as tenant create makes them) or dedicated (each dedicated right after its creation, partitions of its own)"},
+			&cli.IntFlag{Name: "large-tenant-events", Value: 100000, Usage: "with --tenants, end with the drops of a shared and of a dedicated tenant holding this many events (0: skip)"},
 			&cli.StringFlag{Name: "scale", Usage: "instead of the scenarios, the scale study: load tenant " + bench.ScaleTenant + " to these sizes in turn (ascending, 1000 to 100000000 events, e.g. 10000,100000,1000000,10000000) and measure at each; --count is then the calls per latency phase (default 2000), --duration each phase of the client sweep at the last size, --clients its client counts (default 1,2,4,8,16,32); progress goes to stderr"},
 			&cli.IntFlag{Name: "window", Value: 100000, Usage: "with --scale: the catch-up window, the oldest N events"},
 			&cli.StringFlag{Name: "plots", Usage: "with --scale: write SVG plots of the curves and the report (scale.json) into this directory"},
@@ -59,7 +59,7 @@ func benchCommand() *cli.Command {
 					cfg.Clients = append(cfg.Clients, n)
 				}
 			}
-			tenantsOnly := []string{"layout", "hash-partitions", "large-tenant-events"}
+			tenantsOnly := []string{"layout", "large-tenant-events"}
 			if c.String("tenants") == "" {
 				for _, f := range tenantsOnly {
 					if c.IsSet(f) {
@@ -70,13 +70,6 @@ func benchCommand() *cli.Command {
 			cfg.Layout = c.String("layout")
 			if !slices.Contains(bench.Layouts(), cfg.Layout) {
 				return usagef("--layout %q: use one of %s", cfg.Layout, strings.Join(bench.Layouts(), ", "))
-			}
-			cfg.HashPartitions = c.Int("hash-partitions")
-			if cfg.HashPartitions < 1 || cfg.HashPartitions > 1024 {
-				return usagef("--hash-partitions %d: use a number from 1 to 1024", cfg.HashPartitions)
-			}
-			if c.IsSet("hash-partitions") && !strings.HasPrefix(cfg.Layout, "hybrid") {
-				return usagef("--hash-partitions applies only to a hybrid --layout")
 			}
 			cfg.LargeTenantEvents = c.Int("large-tenant-events")
 			if cfg.LargeTenantEvents < 0 || cfg.LargeTenantEvents > 10000000 {

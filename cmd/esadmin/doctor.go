@@ -32,7 +32,7 @@ var doctorSettings = []string{"synchronous_commit", "fsync", "max_locks_per_tran
 func doctorCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "doctor",
-		Usage:     "server version, the settings that matter to the store, schema version, the largest tenants",
+		Usage:     "server version, the settings that matter to the store, schema version, the largest tenants (dedicated ones, and all shared ones as one)",
 		UsageText: "esadmin doctor [--json]",
 		Flags:     []cli.Flag{jsonFlag},
 		Action: func(c *cli.Context) error {
@@ -80,12 +80,23 @@ func doctorCommand() *cli.Command {
 			sources := p.ListSources()
 			r.LatestVersion = sources[len(sources)-1].Version
 			if r.SchemaVersion > 0 {
+				// The 50 largest dedicated tenants by their partitions'
+				// size, and one row for all shared tenants (migration
+				// 00011): the size of the shared partitions' leaves.
 				sizes, err := pool.Query(c.Context, `
-					SELECT t.tenant_id, t.status, coalesce(sum(pg_total_relation_size(cl.oid)), 0)::bigint
-					  FROM es.tenants t
-					  LEFT JOIN pg_class cl ON cl.relnamespace = 'es'::regnamespace
-					       AND cl.relname IN ('events_' || t.tenant_id, 'snapshots_' || t.tenant_id)
-					 GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 50`)
+					SELECT * FROM (
+					    SELECT t.tenant_id, t.status, sum(pg_total_relation_size(cl.oid))::bigint AS bytes
+					      FROM es.tenants t
+					      JOIN pg_class cl ON cl.relnamespace = 'es'::regnamespace
+					           AND cl.relname IN ('events_' || t.tenant_id, 'snapshots_' || t.tenant_id)
+					     GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 50) dedicated
+					UNION ALL
+					SELECT '(shared)', '', coalesce(sum(pg_total_relation_size(p.relid)), 0)::bigint
+					  FROM unnest(ARRAY[to_regclass('es."events$shared"'), to_regclass('es."snapshots$shared"')]) r(rel),
+					       pg_partition_tree(r.rel) p
+					 WHERE p.isleaf
+					HAVING count(*) > 0
+					ORDER BY 3 DESC, 1`)
 				if err != nil {
 					return err
 				}
@@ -113,9 +124,13 @@ func doctorCommand() *cli.Command {
 				state = "behind: run esadmin migrate up"
 			}
 			fmt.Fprintf(w, "schema version\t%d of %d (%s)\n", r.SchemaVersion, r.LatestVersion, state)
-			fmt.Fprintf(w, "tenants (largest 50)\t%d\n", len(r.Tenants))
+			fmt.Fprintf(w, "tenants (50 largest dedicated, all shared)\t%d\n", len(r.Tenants))
 			for _, t := range r.Tenants {
-				fmt.Fprintf(w, "  %s\t%s, %d bytes\n", t.Tenant, t.Status, t.Bytes)
+				if t.Status == "" { // (shared)
+					fmt.Fprintf(w, "  %s\t%d bytes\n", t.Tenant, t.Bytes)
+				} else {
+					fmt.Fprintf(w, "  %s\t%s, %d bytes\n", t.Tenant, t.Status, t.Bytes)
+				}
 			}
 			return w.Flush()
 		},

@@ -346,10 +346,10 @@ func TestUsageErrors(t *testing.T) {
 		{"missing tenant", []string{"events", "read", "--stream", "s"}, "--tenant"},
 		{"bench without duration or count", []string{"bench", "--duration", "0s"}, "--count"},
 		{"bench bad clients", []string{"bench", "--count", "1", "--clients", "0"}, "--clients"},
-		{"bench bad layout", []string{"bench", "--count", "1", "--tenants", "1", "--layout", "hash"}, "--layout \"hash\": use one of per-tenant, per-tenant-custom, hybrid, hybrid-generic"},
-		{"bench layout without tenants", []string{"bench", "--count", "1", "--layout", "hybrid"}, "--layout applies only with --tenants"},
-		{"bench hash partitions out of range", []string{"bench", "--count", "1", "--tenants", "1", "--layout", "hybrid", "--hash-partitions", "0"}, "--hash-partitions"},
-		{"bench hash partitions without hybrid", []string{"bench", "--count", "1", "--tenants", "1", "--hash-partitions", "8"}, "hybrid --layout"},
+		{"bench bad layout", []string{"bench", "--count", "1", "--tenants", "1", "--layout", "hybrid"}, "--layout \"hybrid\": use one of shared, dedicated"},
+		{"bench layout without tenants", []string{"bench", "--count", "1", "--layout", "dedicated"}, "--layout applies only with --tenants"},
+		{"bench large tenant without tenants", []string{"bench", "--count", "1", "--large-tenant-events", "10"}, "--large-tenant-events applies only with --tenants"},
+		{"bench hash partitions are gone", []string{"bench", "--count", "1", "--tenants", "1", "--hash-partitions", "8"}, "hash-partitions"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("ESADMIN_TENANT", "")
@@ -412,6 +412,35 @@ func TestBenchJSON(t *testing.T) {
 	}
 }
 
+// bench --tenants in the dedicated layout: every scenario under its
+// name, the bench tenants dedicated, the large tenants dropped.
+func TestBenchTenants(t *testing.T) {
+	r := esadmin(t, "", "bench", "--count", "2", "--tenants", "1,2", "--layout", "dedicated", "--large-tenant-events", "300", "--json")
+	wantOK(t, r)
+	var results []bench.Result
+	if err := json.Unmarshal([]byte(r.stdout), &results); err != nil {
+		t.Fatalf("bench --tenants --json output %q: %v", r.stdout, err)
+	}
+	var names []string
+	for _, res := range results {
+		names = append(names, res.Scenario)
+	}
+	got := strings.Join(names, "\n")
+	for _, want := range []string{"tenant-create (2 tenants, dedicated)", "stream-append-1 (2 tenants, dedicated)", "tenant-drop (1 tenants, dedicated)",
+		"tenant-dedicate (2 tenants, dedicated)", "tenant-drop-300-events (2 tenants, shared)", "tenant-drop-300-events (2 tenants, dedicated)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no result %q in\n%s", want, got)
+		}
+	}
+	p := pool(t)
+	if n := count(t, p, "SELECT count(*) FROM es.tenants WHERE tenant_id LIKE 'bench\\_t\\_%' AND es.is_dedicated(tenant_id)"); n != 2 {
+		t.Errorf("%d dedicated bench_t_* tenants, want 2", n)
+	}
+	if n := count(t, p, "SELECT count(*) FROM es.events WHERE tenant_id LIKE 'bench\\_large%'"); n != 0 {
+		t.Errorf("%d events of the large tenants left", n)
+	}
+}
+
 func TestTenantLifecycleCommands(t *testing.T) {
 	p := pool(t)
 	const id = "cli-life"
@@ -426,9 +455,30 @@ func TestTenantLifecycleCommands(t *testing.T) {
 			shown[f[0]] = f[1]
 		}
 	}
-	if shown["events"] != "1" || shown["streams"] != "1" || shown["status"] != "active" || shown["snapshots"] != "0" {
-		t.Errorf("tenant show:\n%s\nwant 1 event, 1 stream, 0 snapshots, active", r.stdout)
+	if shown["events"] != "1" || shown["streams"] != "1" || shown["status"] != "active" || shown["snapshots"] != "0" || shown["partitions"] != "shared" {
+		t.Errorf("tenant show:\n%s\nwant 1 event, 1 stream, 0 snapshots, active, shared", r.stdout)
 	}
+
+	// dedicate moves it to partitions of its own, once; an unknown or
+	// invalid id changes nothing.
+	r = esadmin(t, "", "tenant", "dedicate", id)
+	if r.code != exitOK || !strings.Contains(r.stdout, "now has partitions of its own") {
+		t.Fatalf("dedicate: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r = esadmin(t, "", "tenant", "dedicate", id); r.code != exitOK || !strings.Contains(r.stdout, "already") {
+		t.Fatalf("second dedicate: exit %d, stdout %q", r.code, r.stdout)
+	}
+	if !strings.Contains(esadmin(t, "", "tenant", "show", id).stdout, "dedicated") || countEvents(t, p, id) != 1 {
+		t.Fatal("tenant show after dedicate: not dedicated, or the event moved away")
+	}
+	wantError(t, esadmin(t, "", "tenant", "dedicate", "no-such-tenant"), exitFailure, "not found")
+	wantError(t, esadmin(t, "", "tenant", "dedicate", "Bad'Id"), exitUsage, "invalid tenant id")
+	const big = "cli-life-big"
+	wantOK(t, esadmin(t, "", "tenant", "create", "--dedicated", big))
+	if n := count(t, p, "SELECT count(*) FROM pg_inherits WHERE inhrelid = to_regclass(format('es.%I', 'events_' || $1))", big); n != 1 {
+		t.Errorf("tenant create --dedicated: %d partitions of its own, want 1", n)
+	}
+	wantOK(t, esadmin(t, "", "tenant", "drop", "--yes", big))
 
 	wantOK(t, esadmin(t, "", "tenant", "suspend", id))
 	wantError(t, esadmin(t, `{"type":"B","payload":{}}`+"\n", "events", "append", "-t", id, "--stream", "s"), exitFailure, "suspended")
@@ -561,6 +611,41 @@ func TestDoctor(t *testing.T) {
 	wantOK(t, r)
 	if !strings.Contains(r.stdout, "(current)") {
 		t.Fatalf("doctor:\n%s", r.stdout)
+	}
+
+	// A dedicated tenant shows its partitions' size; shared tenants, one
+	// row "(shared)" for all of them, never one each.
+	ctx := context.Background()
+	m := tenant.NewManager(pool(t))
+	const ded, shared = "cli-doctor-dedicated", "cli-doctor-shared"
+	for _, id := range []string{ded, shared} {
+		if _, err := m.Create(ctx, id, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Dedicate(ctx, ded); err != nil {
+		t.Fatal(err)
+	}
+	r = esadmin(t, "", "doctor", "--json")
+	wantOK(t, r)
+	rep = doctorReport{}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]tenantSize{}
+	for _, ts := range rep.Tenants {
+		rows[ts.Tenant] = ts
+	}
+	if d, s := rows[ded], rows["(shared)"]; d.Status != "active" || d.Bytes <= 0 || s.Status != "" || s.Bytes <= 0 {
+		t.Errorf("doctor tenants %+v: want %s active with its bytes and a (shared) row", rep.Tenants, ded)
+	}
+	if _, ok := rows[shared]; ok {
+		t.Errorf("doctor lists the shared tenant %s: %+v", shared, rep.Tenants)
+	}
+	r = esadmin(t, "", "doctor")
+	wantOK(t, r)
+	if !regexp.MustCompile(`\(shared\)\s+\d+ bytes`).MatchString(r.stdout) {
+		t.Errorf("doctor:\n%s\nwants a (shared) row", r.stdout)
 	}
 }
 

@@ -45,10 +45,12 @@ func tenantCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
-				Usage:     "register a tenant and create its partitions (idempotent)",
-				UsageText: "esadmin tenant create --name 'Acme Corp' acme   (flags go before the id)",
+				Usage:     "register a tenant (idempotent); it shares the hash partitions unless --dedicated",
+				UsageText: "esadmin tenant create [--dedicated] --name 'Acme Corp' acme   (flags go before the id)",
 				ArgsUsage: "TENANT_ID",
-				Flags:     []cli.Flag{&cli.StringFlag{Name: "name", Usage: "display name"}, jsonFlag},
+				Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "display name"},
+					&cli.BoolFlag{Name: "dedicated", Usage: "give the tenant partitions of its own (for a tenant that will be large; see tenant dedicate)"},
+					jsonFlag},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
 						return usagef("tenant create takes one tenant id")
@@ -61,7 +63,40 @@ func tenantCommand() *cli.Command {
 						if err != nil {
 							return err
 						}
+						if c.Bool("dedicated") {
+							if _, err := m.Dedicate(c.Context, t.ID); err != nil {
+								return err
+							}
+						}
 						return print(c, t)
+					})
+				},
+			},
+			{
+				Name: "dedicate",
+				Usage: "give a shared tenant partitions of its own, moving its data (every shared tenant waits while " +
+					"PostgreSQL scans the shared partitions: do it early, or at a quiet time)",
+				UsageText: "esadmin tenant dedicate acme",
+				ArgsUsage: "TENANT_ID",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return usagef("tenant dedicate takes one tenant id")
+					}
+					id := c.Args().First()
+					if err := tenant.ValidateID(id); err != nil {
+						return usageError{err.Error()}
+					}
+					return withManager(c, func(m *tenant.Manager) error {
+						moved, err := m.Dedicate(c.Context, id)
+						if err != nil {
+							return err
+						}
+						if moved {
+							fmt.Fprintf(c.App.Writer, "tenant %s now has partitions of its own\n", id)
+						} else {
+							fmt.Fprintf(c.App.Writer, "tenant %s had partitions of its own already\n", id)
+						}
+						return nil
 					})
 				},
 			},
@@ -110,8 +145,12 @@ func tenantCommand() *cli.Command {
 							last = st.LastEventAt.Format("2006-01-02 15:04:05")
 						}
 						w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-						fmt.Fprintf(w, "tenant\t%s\nname\t%s\nstatus\t%s\ncreated\t%s\nevents\t%d\nstreams\t%d\nsnapshots\t%d\nbytes\t%d\nlast event\t%s\n",
-							t.ID, t.Name, t.Status, t.CreatedAt.Format("2006-01-02 15:04:05"), st.Events, st.Streams, st.Snapshots, st.Bytes, last)
+						partitions := "shared"
+						if st.Dedicated {
+							partitions = "dedicated"
+						}
+						fmt.Fprintf(w, "tenant\t%s\nname\t%s\nstatus\t%s\ncreated\t%s\npartitions\t%s\nevents\t%d\nstreams\t%d\nsnapshots\t%d\nbytes\t%d\nlast event\t%s\n",
+							t.ID, t.Name, t.Status, t.CreatedAt.Format("2006-01-02 15:04:05"), partitions, st.Events, st.Streams, st.Snapshots, st.Bytes, last)
 						return w.Flush()
 					})
 				},
@@ -179,7 +218,7 @@ func tenantCommand() *cli.Command {
 			statusCommand("resume", "make a suspended tenant writable again", (*tenant.Manager).Resume, print),
 			{
 				Name:      "drop",
-				Usage:     "delete a tenant and all its data (drops its partitions); asks to confirm unless --yes",
+				Usage:     "delete a tenant and all its data (drops a dedicated tenant's partitions, deletes a shared tenant's rows); asks to confirm unless --yes",
 				UsageText: "esadmin tenant drop [--yes] acme",
 				ArgsUsage: "TENANT_ID",
 				Flags:     []cli.Flag{&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
