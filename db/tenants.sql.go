@@ -61,6 +61,15 @@ func (q *Queries) DedicateTenant(ctx context.Context, db DBTX, tenantID string) 
 	return moved, err
 }
 
+const dedicateTenantConcurrently = `-- name: DedicateTenantConcurrently :exec
+CALL es.dedicate_tenant_concurrently($1::text)
+`
+
+func (q *Queries) DedicateTenantConcurrently(ctx context.Context, db DBTX, tenantID string) error {
+	_, err := db.Exec(ctx, dedicateTenantConcurrently, tenantID)
+	return err
+}
+
 const dropTenant = `-- name: DropTenant :one
 SELECT es.drop_tenant($1::text)::boolean AS dropped
 `
@@ -328,6 +337,17 @@ func (q *Queries) SetTenantStatus(ctx context.Context, db DBTX, arg SetTenantSta
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const tenantIsDedicated = `-- name: TenantIsDedicated :one
+SELECT es.is_dedicated($1::text)::boolean AS dedicated
+`
+
+func (q *Queries) TenantIsDedicated(ctx context.Context, db DBTX, tenantID string) (bool, error) {
+	row := db.QueryRow(ctx, tenantIsDedicated, tenantID)
+	var dedicated bool
+	err := row.Scan(&dedicated)
+	return dedicated, err
 }
 
 const tenantStats = `-- name: TenantStats :one

@@ -176,8 +176,11 @@ END $$;
 -- (es.lock_tenant). Attaching a LIST partition makes PostgreSQL check that
 -- the DEFAULT partition holds no row of the tenant: it scans every shared
 -- leaf under an ACCESS EXCLUSIVE lock, so every shared tenant waits, for a
--- time that grows with all shared tenants' data. Dedicate a tenant when it
--- is created, or while the shared data is small.
+-- time that grows with all shared tenants' data; unless a validated CHECK
+-- constraint on the shared partitions already excludes the tenant, which
+-- es.dedicate_tenant_concurrently arranges for a tenant without rows (the
+-- constraints "dedicated$<id>" are dropped here once the partitions are
+-- attached).
 -- +goose StatementBegin
 CREATE FUNCTION es.dedicate_tenant(p_tenant_id text)
 RETURNS boolean LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
@@ -199,7 +202,56 @@ BEGIN
     DELETE FROM es."snapshots$shared" WHERE tenant_id = p_tenant_id;
     EXECUTE format('ALTER TABLE es.events ATTACH PARTITION es.%I FOR VALUES IN (%L)', v_events, p_tenant_id);
     EXECUTE format('ALTER TABLE es.snapshots ATTACH PARTITION es.%I FOR VALUES IN (%L)', v_snapshots, p_tenant_id);
+    EXECUTE format('ALTER TABLE es."events$shared" DROP CONSTRAINT IF EXISTS %I', 'dedicated$' || p_tenant_id);
+    EXECUTE format('ALTER TABLE es."snapshots$shared" DROP CONSTRAINT IF EXISTS %I', 'dedicated$' || p_tenant_id);
     RETURN true;
+END $$;
+-- +goose StatementEnd
+
+-- es.dedicate_tenant_concurrently dedicates a tenant that has no rows yet
+-- (one just created) without making the shared tenants wait for a scan,
+-- the way CREATE INDEX CONCURRENTLY does it: in three transactions, so CALL
+-- it outside a transaction block. 1: a CHECK constraint on the shared
+-- partitions excludes the tenant, NOT VALID (a brief ACCESS EXCLUSIVE lock:
+-- new rows of the tenant can no longer go there). 2: the constraint is
+-- validated, which scans the shared leaves under a SHARE UPDATE EXCLUSIVE
+-- lock, beside every read and write. 3: es.dedicate_tenant, whose ATTACH
+-- now skips its scan (the constraint proves it). A tenant that has rows is
+-- dedicated by es.dedicate_tenant alone, scan and all. If interrupted
+-- between 1 and 3, the tenant cannot be written (check_violation) until
+-- this or es.dedicate_tenant runs again.
+-- +goose StatementBegin
+CREATE PROCEDURE es.dedicate_tenant_concurrently(p_tenant_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_constraint text := 'dedicated$' || p_tenant_id;
+    v_has_rows boolean;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    IF es.is_dedicated(p_tenant_id) THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'es."events$shared"'::regclass AND conname = v_constraint) THEN
+        EXECUTE format('ALTER TABLE es."events$shared" ADD CONSTRAINT %I CHECK (tenant_id <> %L) NOT VALID', v_constraint, p_tenant_id);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'es."snapshots$shared"'::regclass AND conname = v_constraint) THEN
+        EXECUTE format('ALTER TABLE es."snapshots$shared" ADD CONSTRAINT %I CHECK (tenant_id <> %L) NOT VALID', v_constraint, p_tenant_id);
+    END IF;
+    -- Writers in flight ended before the constraint went in (its lock waited
+    -- for them): whether the tenant has rows is now settled.
+    v_has_rows := EXISTS (SELECT 1 FROM es.events WHERE tenant_id = p_tenant_id)
+               OR EXISTS (SELECT 1 FROM es.snapshots WHERE tenant_id = p_tenant_id);
+    IF v_has_rows THEN
+        EXECUTE format('ALTER TABLE es."events$shared" DROP CONSTRAINT %I', v_constraint);
+        EXECUTE format('ALTER TABLE es."snapshots$shared" DROP CONSTRAINT %I', v_constraint);
+        PERFORM es.dedicate_tenant(p_tenant_id);
+        RETURN;
+    END IF;
+    COMMIT;
+    EXECUTE format('ALTER TABLE es."events$shared" VALIDATE CONSTRAINT %I', v_constraint);
+    EXECUTE format('ALTER TABLE es."snapshots$shared" VALIDATE CONSTRAINT %I', v_constraint);
+    COMMIT;
+    PERFORM es.dedicate_tenant(p_tenant_id);
 END $$;
 -- +goose StatementEnd
 
@@ -274,6 +326,7 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+REVOKE EXECUTE ON PROCEDURE es.dedicate_tenant_concurrently(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION es.tenant_stats(text), es.dedicate_tenant(text), es.is_dedicated(text),
     es.shared_leaf(regclass, text), es.lock_boundary(text, jsonb, jsonb) FROM PUBLIC;
 ALTER FUNCTION es.is_dedicated(text) SET plan_cache_mode = auto;
@@ -297,6 +350,7 @@ DROP FUNCTION es.lock_boundary(text, jsonb, jsonb);
 -- +goose StatementBegin
 DO $$ BEGIN ALTER FUNCTION es.lock_boundary_00001(text, jsonb, jsonb) RENAME TO lock_boundary; END $$;
 -- +goose StatementEnd
+DROP PROCEDURE es.dedicate_tenant_concurrently(text);
 DROP FUNCTION es.dedicate_tenant(text);
 DROP FUNCTION es.tenant_stats(text);
 -- +goose StatementBegin

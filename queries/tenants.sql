@@ -18,6 +18,12 @@ FROM es.tenant_stats(@tenant_id::text) s;
 -- name: DedicateTenant :one
 SELECT es.dedicate_tenant(@tenant_id::text)::boolean AS moved;
 
+-- name: DedicateTenantConcurrently :exec
+CALL es.dedicate_tenant_concurrently(@tenant_id::text);
+
+-- name: TenantIsDedicated :one
+SELECT es.is_dedicated(@tenant_id::text)::boolean AS dedicated;
+
 -- name: DropTenant :one
 SELECT es.drop_tenant(@tenant_id::text)::boolean AS dropped;
 

@@ -143,17 +143,30 @@ func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
 }
 
 // Dedicate gives a shared tenant partitions of its own, moving its events
-// and snapshots there; moved is false when it had them already. The
-// tenant's writers wait meanwhile, and so does every shared tenant while
-// PostgreSQL checks the shared partitions (a scan of all shared data, see
-// es.dedicate_tenant): dedicate a tenant expected to grow large right after
-// Create, or while the shared data is small.
+// and snapshots there; moved is false when it had them already. For a
+// tenant with no rows yet (right after Create) it runs
+// es.dedicate_tenant_concurrently: PostgreSQL's check that the shared
+// partitions hold none of the tenant's rows scans them without blocking
+// other tenants, and the shared tenants wait only for two brief locks. For
+// a tenant with rows, es.dedicate_tenant moves them and that scan runs
+// under an ACCESS EXCLUSIVE lock: every shared tenant waits for a time that
+// grows with all shared data. So dedicate a tenant expected to grow large
+// when it is created. Dedicate must not run inside a transaction.
 func (m *Manager) Dedicate(ctx context.Context, id string) (moved bool, err error) {
 	if err := ValidateID(id); err != nil {
 		return false, err
 	}
-	moved, err = m.queries.DedicateTenant(ctx, m.pool, id)
-	return moved, pges.TranslateError(err)
+	if _, err := m.Get(ctx, id); err != nil {
+		return false, err
+	}
+	dedicated, err := m.queries.TenantIsDedicated(ctx, m.pool, id)
+	if err != nil || dedicated {
+		return false, pges.TranslateError(err)
+	}
+	if err := m.queries.DedicateTenantConcurrently(ctx, m.pool, id); err != nil {
+		return false, pges.TranslateError(err)
+	}
+	return true, nil
 }
 
 // Drop removes a tenant and all its data. A dedicated tenant's partitions

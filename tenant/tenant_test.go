@@ -19,6 +19,7 @@ import (
 	"github.com/eventstore-go/pges/tenant"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -677,5 +678,62 @@ func TestDedicateMovesRowsUnchanged(t *testing.T) {
 	snap, ok, err := ts.LoadSnapshot(ctx, "s")
 	if err != nil || !ok || snap.StreamVersion != 2 {
 		t.Fatalf("snapshot after Dedicate: %+v, %v", snap, err)
+	}
+}
+
+// A tenant without rows is dedicated without a scan of the shared
+// partitions under an ACCESS EXCLUSIVE lock: the constraint validated
+// beforehand (under a lock that lets reads and writes through) proves that
+// they hold none of its rows, and PostgreSQL says so when it attaches the
+// partitions. The constraints are gone afterwards.
+func TestDedicateConcurrentlySkipsTheLockedScan(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	id := newID("fresh")
+	if _, err := tenant.NewManager(pool).Create(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgx.ParseConfig(testdb.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SET client_min_messages = debug1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CALL es.dedicate_tenant_concurrently($1)", id); err != nil {
+		t.Fatal(err)
+	}
+	for _, parent := range []string{"events$shared", "snapshots$shared"} {
+		want := fmt.Sprintf("updated partition constraint for default partition %q is implied by existing constraints", parent)
+		if !slices.Contains(notices, want) {
+			t.Errorf("no notice %q among %q", want, notices)
+		}
+	}
+	var constraints int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_constraint WHERE conname LIKE 'dedicated$%'`).Scan(&constraints); err != nil || constraints != 0 {
+		t.Errorf("%d dedicated$ constraints left (%v)", constraints, err)
+	}
+	if st, err := tenant.NewManager(pool).Stats(ctx, id); err != nil || !st.Dedicated {
+		t.Errorf("stats after dedicate_tenant_concurrently: %+v, %v", st, err)
+	}
+	// Inside a transaction block it cannot commit its steps.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	other := newID("fresh")
+	if _, err := tx.Exec(ctx, "SELECT es.create_tenant($1)", other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "CALL es.dedicate_tenant_concurrently($1)", other); err == nil || !strings.Contains(err.Error(), "transaction termination") {
+		t.Errorf("CALL inside a transaction: %v, want invalid transaction termination", err)
 	}
 }

@@ -74,8 +74,8 @@ func tenantCommand() *cli.Command {
 			},
 			{
 				Name: "dedicate",
-				Usage: "give a shared tenant partitions of its own, moving its data (every shared tenant waits while " +
-					"PostgreSQL scans the shared partitions: do it early, or at a quiet time)",
+				Usage: "give a shared tenant partitions of its own, moving its data (for a tenant with data every shared " +
+					"tenant waits while PostgreSQL scans the shared partitions: do it at creation, or at a quiet time)",
 				UsageText: "esadmin tenant dedicate acme",
 				ArgsUsage: "TENANT_ID",
 				Action: func(c *cli.Context) error {
