@@ -1,0 +1,6 @@
+-- The indexes of 00001/00007 instead of 00011's, same data.
+CREATE INDEX events_tags ON es.events USING gin (tags) WITH (fastupdate = off);
+CREATE INDEX events_type ON es.events (event_type, position);
+CREATE INDEX events_tx ON es.events (tx_id, position);
+DROP INDEX es.events_tenant_tags, es.events_tenant_type, es.events_tenant_tx;
+VACUUM ANALYZE es.events;
