@@ -152,7 +152,7 @@ func relationLabel(rel RelationSize) string {
 	if rel.Kind == "table" {
 		return "heap (with TOAST)"
 	}
-	// events_<tenant>_<columns>_idx|key|pkey (events_bench_scale_tenant_id_tags_idx):
+	// events_<tenant>_<columns>_idx|key|pkey (events_bench_scale_tags_idx):
 	// keep what the index is on.
 	name := rel.Name
 	prefix := "events_" + ScaleTenant + "_"

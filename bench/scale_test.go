@@ -62,7 +62,7 @@ func TestLoad(t *testing.T) {
 		t.Errorf("%d events out of version order, tags %d-%d, %d streams, %d without a stream, payload %.0f bytes", bad, minTags, maxTags, streams, streamless, payload)
 	}
 	var opts []string
-	if err := pool.QueryRow(ctx, "SELECT reloptions FROM pg_class WHERE relname = $1", "events_"+id+"_tenant_id_tags_idx").Scan(&opts); err != nil {
+	if err := pool.QueryRow(ctx, "SELECT reloptions FROM pg_class WHERE relname = $1", "events_"+id+"_tags_idx").Scan(&opts); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(opts, ",") != "fastupdate=off" {

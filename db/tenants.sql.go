@@ -50,17 +50,6 @@ func (q *Queries) CreateTenant(ctx context.Context, db DBTX, arg CreateTenantPar
 	return i, err
 }
 
-const dedicateTenant = `-- name: DedicateTenant :one
-SELECT es.dedicate_tenant($1::text)::boolean AS moved
-`
-
-func (q *Queries) DedicateTenant(ctx context.Context, db DBTX, tenantID string) (bool, error) {
-	row := db.QueryRow(ctx, dedicateTenant, tenantID)
-	var moved bool
-	err := row.Scan(&moved)
-	return moved, err
-}
-
 const dedicateTenantConcurrently = `-- name: DedicateTenantConcurrently :exec
 CALL es.dedicate_tenant_concurrently($1::text)
 `

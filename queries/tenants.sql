@@ -15,9 +15,6 @@ SELECT s.events::bigint AS events, s.streams::bigint AS streams, s.snapshots::bi
        s.bytes::bigint AS bytes, s.last_event_at::timestamptz AS last_event_at, s.dedicated::boolean AS dedicated
 FROM es.tenant_stats(@tenant_id::text) s;
 
--- name: DedicateTenant :one
-SELECT es.dedicate_tenant(@tenant_id::text)::boolean AS moved;
-
 -- name: DedicateTenantConcurrently :exec
 CALL es.dedicate_tenant_concurrently(@tenant_id::text);
 

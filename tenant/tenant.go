@@ -16,6 +16,7 @@ import (
 	"github.com/eventstore-go/pges"
 	"github.com/eventstore-go/pges/db"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -163,10 +164,34 @@ func (m *Manager) Dedicate(ctx context.Context, id string) (moved bool, err erro
 	if err != nil || dedicated {
 		return false, pges.TranslateError(err)
 	}
-	if err := m.queries.DedicateTenantConcurrently(ctx, m.pool, id); err != nil {
+	err = retryLockConflicts(ctx, func() error { return m.queries.DedicateTenantConcurrently(ctx, m.pool, id) })
+	if err != nil {
 		return false, pges.TranslateError(err)
 	}
 	return true, nil
+}
+
+// retryLockConflicts runs op again, up to five times in all, 50 ms apart
+// and doubling, when PostgreSQL aborted it to break a deadlock (40P01) or
+// it gave up waiting for a lock (55P03). Both are expected of Drop and
+// Dedicate when they race writes of the same tenant, and of the lock
+// timeout of es.dedicate_tenant_concurrently (migration 00011); each
+// attempt is a transaction of its own that changed nothing.
+func retryLockConflicts(ctx context.Context, op func() error) error {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := op()
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "55P03") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // Drop removes a tenant and all its data. A dedicated tenant's partitions
@@ -174,12 +199,17 @@ func (m *Manager) Dedicate(ctx context.Context, id string) (moved bool, err erro
 // shared tenant's rows are deleted, in a time that grows with them (which
 // is why large tenants are dedicated). Drop waits for the tenant's writes
 // in flight, and writes that come later fail with pges.ErrTenantNotFound.
+// A drop that races writes of the same tenant can deadlock with them:
+// PostgreSQL aborts one side, and Drop tries again.
 // Dropping a tenant that does not exist is not an error; dropped reports
 // whether it existed.
 func (m *Manager) Drop(ctx context.Context, id string) (dropped bool, err error) {
 	if err := ValidateID(id); err != nil {
 		return false, err
 	}
-	dropped, err = m.queries.DropTenant(ctx, m.pool, id)
+	err = retryLockConflicts(ctx, func() error {
+		dropped, err = m.queries.DropTenant(ctx, m.pool, id)
+		return err
+	})
 	return dropped, pges.TranslateError(err)
 }

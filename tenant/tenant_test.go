@@ -737,3 +737,56 @@ func TestDedicateConcurrentlySkipsTheLockedScan(t *testing.T) {
 		t.Errorf("CALL inside a transaction: %v, want invalid transaction termination", err)
 	}
 }
+
+// An es.dedicate_tenant_concurrently interrupted after its first step
+// leaves a constraint that keeps the tenant's rows out of the shared
+// partitions. Drop removes it, and so does a create of the same id (which
+// could otherwise never write).
+func TestLeftoverDedicationConstraintsGoAway(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	m := tenant.NewManager(pool)
+	store, _ := pges.New(pool, nil)
+	leftover := func(id string) {
+		t.Helper()
+		for _, table := range []string{`es."events$shared"`, `es."snapshots$shared"`} {
+			if _, err := pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ADD CONSTRAINT %s CHECK (tenant_id <> '%s') NOT VALID`,
+				table, pgx.Identifier{"dedicated$" + id}.Sanitize(), id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	constraints := func(id string) int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_constraint WHERE conname = $1", "dedicated$"+id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	id := newID("left")
+	if _, err := m.Create(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	leftover(id)
+	if _, err := store.Tenant(id).Append(ctx, []pges.EventData{{Type: "E", Payload: json.RawMessage(`{}`)}}, nil); err == nil {
+		t.Fatal("an append passed the leftover constraint")
+	}
+	if _, err := m.Drop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if n := constraints(id); n != 0 {
+		t.Fatalf("%d constraints left after Drop", n)
+	}
+
+	leftover(id) // as if left by a drop of an older version
+	if _, err := m.Create(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := constraints(id); n != 0 {
+		t.Fatalf("%d constraints left after Create", n)
+	}
+	if _, err := store.Tenant(id).Append(ctx, []pges.EventData{{Type: "E", Payload: json.RawMessage(`{}`)}}, nil); err != nil {
+		t.Fatalf("append after Create: %v", err)
+	}
+}
