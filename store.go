@@ -72,7 +72,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Tenant returns a handle scoped to one tenant: every operation through it
-// reads and writes that tenant's partition only.
+// reads and writes that tenant's rows only.
 func (s *Store) Tenant(tenantID string) *TenantStore {
 	return &TenantStore{store: s, tenantID: tenantID}
 }

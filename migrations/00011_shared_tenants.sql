@@ -46,12 +46,12 @@
 -- ACCESS EXCLUSIVE on what the writer holds): PostgreSQL aborts one after
 -- deadlock_timeout, and tenant.Manager retries Drop and Dedicate.
 --
--- Upgrading a database that has thousands of tenants: this migration
--- rebuilds three indexes on every existing partition in one transaction,
--- which takes a few locks per partition; with the default
+-- Upgrading a database that has many tenants: this migration rebuilds
+-- three indexes on every existing partition in one transaction, holding
+-- about 8 locks per tenant (2,415 for 300); with the default
 -- max_locks_per_transaction (64) and max_connections (100) the lock table
--- holds 6,400, enough for about 1,500 tenants. Raise
--- max_locks_per_transaction (a restart) before migrating more.
+-- holds 6,400, enough for about 750. Raise max_locks_per_transaction (a
+-- restart) before migrating more.
 
 -- +goose Up
 
