@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -24,6 +25,10 @@ var (
 	// ErrTenantNotSet: a SQL API call named a tenant other than the one its
 	// transaction is scoped to (es.tenant_id). The Go API always sets it.
 	ErrTenantNotSet = errors.New("tenant is not the transaction's tenant")
+	// ErrTenantDedicating: a dedication of the tenant to partitions of its
+	// own (tenant.Manager.Dedicate) started and did not finish, and its
+	// rows cannot be written until it does: run Dedicate again.
+	ErrTenantDedicating = errors.New("tenant is being dedicated")
 )
 
 // WrongExpectedVersionError reports a failed optimistic concurrency check.
@@ -134,6 +139,10 @@ func translate(err error, streamID string) error {
 		var d struct{ Position int64 }
 		_ = json.Unmarshal([]byte(pgErr.Detail), &d)
 		return &ConditionViolatedError{Position: d.Position}
+	}
+	if pgErr.Code == "23514" && strings.HasPrefix(pgErr.ConstraintName, "dedicated$") {
+		// The constraint of an unfinished es.dedicate_tenant_concurrently.
+		return &storeError{ErrTenantDedicating, "an unfinished dedication of the tenant blocks its writes: run tenant dedicate again"}
 	}
 	if invalidInputCodes[pgErr.Code] {
 		reason := pgErr.Message

@@ -638,7 +638,8 @@ func TestSubscriptionFailoverToStandby(t *testing.T) {
 	}
 	const ttl = time.Second
 	child := exec.Command(os.Args[0], "-test.run=^TestSubscriptionFailoverChild$", "-test.v")
-	child.Env = append(os.Environ(), "PGES_CHILD_URL="+testdb.URL(t), "PGES_CHILD_TENANT="+ts.TenantID(), "PGES_CHILD_TABLE="+table)
+	child.Env = append(os.Environ(), "PGES_CHILD_URL="+testdb.URL(t), "PGES_CHILD_TENANT="+ts.TenantID(), "PGES_CHILD_TABLE="+table,
+		testdb.ChildDatabaseEnv+"="+testdb.URL(t))
 	out, err := child.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

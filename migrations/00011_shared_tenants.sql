@@ -246,7 +246,10 @@ END $$;
 -- ALTER TABLE locks every shared leaf).
 -- +goose StatementBegin
 CREATE FUNCTION es.drop_exclusion(p_tenant_id text)
-RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto
+-- Behind a dedication's VALIDATE, the ALTER TABLE would queue every shared
+-- tenant behind the scan: give up instead (tenant.Manager retries).
+SET lock_timeout = '2s' AS $$
 DECLARE
     v_table regclass;
 BEGIN
@@ -316,7 +319,8 @@ END $$;
 -- lock, beside every read and write. 3: es.dedicate_tenant, whose ATTACH
 -- now skips its scan (the constraint proves it). Steps 1 and 3 give up after
 -- lock_timeout 2 s rather than queue every shared tenant behind a long
--- transaction (lock_not_available: run it again). A tenant that has rows is
+-- transaction (lock_not_available: run it again); while they wait, the
+-- shared tenants wait too, up to those 2 s. A tenant that has rows is
 -- dedicated by es.dedicate_tenant alone, scan and all. If interrupted
 -- between 1 and 3, the tenant cannot be written (check_violation) until
 -- this, es.dedicate_tenant or es.drop_tenant runs again.
@@ -326,6 +330,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_constraint text := 'dedicated$' || p_tenant_id;
     v_has_rows boolean := false;
+    v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false, false);
     IF es.is_dedicated(p_tenant_id) THEN
@@ -349,7 +354,7 @@ BEGIN
         v_has_rows := true;
     END;
     IF v_has_rows THEN
-        PERFORM set_config('lock_timeout', '0', true);
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
         PERFORM es.dedicate_tenant(p_tenant_id);
         RETURN;
     END IF;
@@ -507,7 +512,7 @@ END $$;
 -- +goose StatementEnd
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION es.drop_tenant(p_tenant_id text)
-RETURNS boolean LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM es.tenants WHERE tenant_id = p_tenant_id) THEN
         RETURN false;

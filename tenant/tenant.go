@@ -152,7 +152,10 @@ func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
 // a tenant with rows, es.dedicate_tenant moves them and that scan runs
 // under an ACCESS EXCLUSIVE lock: every shared tenant waits for a time that
 // grows with all shared data. So dedicate a tenant expected to grow large
-// when it is created. Dedicate must not run inside a transaction.
+// when it is created. Dedicate must not run inside a transaction. A call
+// that fails part way (a timeout, a cancelled context) can leave the
+// tenant's writes failing with pges.ErrTenantDedicating: run Dedicate
+// again, which finishes it, or Drop the tenant.
 func (m *Manager) Dedicate(ctx context.Context, id string) (moved bool, err error) {
 	if err := ValidateID(id); err != nil {
 		return false, err
@@ -175,8 +178,9 @@ func (m *Manager) Dedicate(ctx context.Context, id string) (moved bool, err erro
 // and doubling, when PostgreSQL aborted it to break a deadlock (40P01) or
 // it gave up waiting for a lock (55P03). Both are expected of Drop and
 // Dedicate when they race writes of the same tenant, and of the lock
-// timeout of es.dedicate_tenant_concurrently (migration 00011); each
-// attempt is a transaction of its own that changed nothing.
+// timeout of es.dedicate_tenant_concurrently (migration 00011). A failed
+// drop changed nothing; a failed dedication is taken up again where it
+// stopped.
 func retryLockConflicts(ctx context.Context, op func() error) error {
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {

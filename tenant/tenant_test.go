@@ -769,8 +769,8 @@ func TestLeftoverDedicationConstraintsGoAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	leftover(id)
-	if _, err := store.Tenant(id).Append(ctx, []pges.EventData{{Type: "E", Payload: json.RawMessage(`{}`)}}, nil); err == nil {
-		t.Fatal("an append passed the leftover constraint")
+	if _, err := store.Tenant(id).Append(ctx, []pges.EventData{{Type: "E", Payload: json.RawMessage(`{}`)}}, nil); !errors.Is(err, pges.ErrTenantDedicating) {
+		t.Fatalf("an append behind the leftover constraint: %v, want ErrTenantDedicating", err)
 	}
 	if _, err := m.Drop(ctx, id); err != nil {
 		t.Fatal(err)

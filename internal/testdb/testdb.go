@@ -38,6 +38,10 @@ func ServerURL() string {
 	return DefaultURL
 }
 
+// ChildDatabaseEnv names the variable through which a test hands its
+// database to a child process running the same test binary.
+const ChildDatabaseEnv = "PGES_TESTDB_URL"
+
 // Main wraps testing.M.Run: it creates a database named after the package,
 // migrates it, runs the tests and drops it. Use it from TestMain:
 //
@@ -50,6 +54,15 @@ func run(m *testing.M, pkg string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	server := ServerURL()
+	// A test's child process (the failover test runs the test binary again,
+	// and kills it) uses its parent's database: one of its own would be
+	// left behind.
+	if u := os.Getenv(ChildDatabaseEnv); u != "" {
+		mu.Lock()
+		dbURL, adminDB = u, server
+		mu.Unlock()
+		return m.Run()
+	}
 	conn, err := pgx.Connect(ctx, server)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testdb: cannot reach PostgreSQL at %s (set TEST_DATABASE_URL or run make test): %v\n", server, err)
