@@ -153,13 +153,9 @@ func Scale(ctx context.Context, pool *pgxpool.Pool, cfg ScaleConfig) (*ScaleRepo
 			return nil, err
 		}
 	}
-	m := tenant.NewManager(pool)
-	if _, err := m.Create(ctx, ScaleTenant, "bench: the scale study (esadmin bench --scale)"); err != nil {
-		return nil, err
-	}
-	// A large tenant, so a dedicated one, right away: the loader, the
-	// VACUUM and the sizes below work on its partition es.events_<tenant>.
-	if _, err := m.Dedicate(ctx, ScaleTenant); err != nil {
+	// Load dedicates it before its first load: the VACUUM and the sizes
+	// below work on its partition es.events_<tenant>.
+	if _, err := tenant.NewManager(pool).Create(ctx, ScaleTenant, "bench: the scale study (esadmin bench --scale)"); err != nil {
 		return nil, err
 	}
 	var have int64

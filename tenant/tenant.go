@@ -160,9 +160,7 @@ func (m *Manager) Dedicate(ctx context.Context, id string) (moved bool, err erro
 	if err := ValidateID(id); err != nil {
 		return false, err
 	}
-	if _, err := m.Get(ctx, id); err != nil {
-		return false, err
-	}
+	// An unknown tenant is not dedicated; the procedure then reports it.
 	dedicated, err := m.queries.TenantIsDedicated(ctx, m.pool, id)
 	if err != nil || dedicated {
 		return false, pges.TranslateError(err)
