@@ -12,7 +12,7 @@ BENCH_FLAGS ?= -duration 5s
 SCALE_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/pges_scale?sslmode=disable)
 SCALE_FLAGS ?= --scale 10000,100000,1000000,10000000 --plots bench/plots --markdown
 
-.PHONY: all build test test-short vet fmt-check generate sqlc-check sqlc-version db demo bench bench-scale ci clean
+.PHONY: all build test test-short vet fmt-check generate schema schema-check sqlc-check sqlc-version db demo bench bench-scale ci clean
 
 all: build
 
@@ -40,6 +40,15 @@ sqlc-version:
 	@v=$$($(GO) tool sqlc version); if [ "$$v" != "$(SQLC_VERSION)" ]; then \
 		echo "sqlc is $$v, the Makefile pins $(SQLC_VERSION)"; exit 1; fi
 
+# db/schema.sql is the current schema, dumped from a freshly migrated
+# database; sqlc reads it. Regenerate both after adding a migration.
+schema: db
+	./scripts/schema.sh db/schema.sql
+
+schema-check: db
+	@tmp=$$(mktemp); ./scripts/schema.sh $$tmp && if ! diff -u db/schema.sql $$tmp; then \
+		rm -f $$tmp; echo "db/schema.sql is stale: run make schema generate"; exit 1; fi; rm -f $$tmp
+
 generate: sqlc-version
 	$(GO) tool sqlc generate
 
@@ -60,7 +69,7 @@ bench-scale: db build
 	./bin/esadmin --database-url "$(SCALE_URL)" bench --reset $(SCALE_FLAGS) > bench/plots/scale.md
 	@cat bench/plots/scale.md
 
-ci: fmt-check vet sqlc-check test
+ci: fmt-check vet schema-check sqlc-check test
 
 clean:
 	rm -rf bin

@@ -5,56 +5,8 @@
 package db
 
 import (
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 )
-
-type EsDeadLetter struct {
-	TenantID     string
-	Subscription string
-	Position     int64
-	EventID      uuid.UUID
-	EventType    string
-	Error        string
-	Attempts     int32
-	ParkedAt     pgtype.Timestamptz
-}
-
-type EsEvent struct {
-	TenantID      string
-	Position      int64
-	TxID          uint64
-	EventID       uuid.UUID
-	EventType     string
-	StreamID      pgtype.Text
-	StreamVersion pgtype.Int8
-	Payload       []byte
-	Metadata      []byte
-	Tags          []string
-	RecordedAt    pgtype.Timestamptz
-}
-
-type EsSnapshot struct {
-	TenantID      string
-	StreamID      string
-	StreamVersion int64
-	SchemaVersion int32
-	State         []byte
-	CreatedAt     pgtype.Timestamptz
-}
-
-type EsSubscription struct {
-	TenantID           string
-	Name               string
-	Filter             []byte
-	CheckpointTx       pgtype.Uint64
-	CheckpointPosition int64
-	LastPosition       int64
-	Owner              pgtype.Text
-	LeaseExpiresAt     pgtype.Timestamptz
-	CreatedAt          pgtype.Timestamptz
-	UpdatedAt          pgtype.Timestamptz
-}
 
 type EsTenant struct {
 	TenantID  string
