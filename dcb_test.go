@@ -441,7 +441,9 @@ func TestBigBatchLocksAreBounded(t *testing.T) {
 	if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'").Scan(&locks); err != nil {
 		t.Fatal(err)
 	}
-	if locks > 514 {
+	// At most 512 stripes, the condition's key, the tenant's "any event" key
+	// (every writer holds it, migrations/00012) and the notifier's key.
+	if locks > 515 {
 		t.Fatalf("a 10,000-tag batch holds %d advisory locks", locks)
 	}
 	t.Logf("10,000-tag batch holds %d advisory locks", locks)

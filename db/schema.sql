@@ -114,13 +114,18 @@ END $_$;
 CREATE FUNCTION es.append_events(p_tenant_id text, p_events jsonb, p_fail_if jsonb DEFAULT NULL::jsonb, p_after bigint DEFAULT NULL::bigint) RETURNS bigint[]
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'auto'
     AS $$
 DECLARE
-    v_existing bigint[];
+    v_early boolean := pg_current_xact_id_if_assigned() IS NOT NULL;
+    v_n int;
     v_conflict bigint;
+    v_positions bigint[];
 BEGIN
-    PERFORM es.check_tenant(p_tenant_id, true);
-    PERFORM es.check_batch(p_events);
+    IF p_tenant_id IS DISTINCT FROM current_setting('es.tenant_id', true) THEN
+        PERFORM es.require_tenant(p_tenant_id); -- raises ES010
+    END IF;
+    v_n := es.check_batch(p_events);
     IF p_after < 0 THEN
         PERFORM es.raise('ES004', format('invalid condition position %s: use 0 or more', p_after));
     END IF;
@@ -129,20 +134,36 @@ BEGIN
         PERFORM es.require_read_committed();
     END IF;
     PERFORM es.lock_boundary(p_tenant_id, p_events, p_fail_if);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM 1 FROM es.tenants t WHERE t.tenant_id = p_tenant_id FOR KEY SHARE;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM es.tenants t WHERE t.tenant_id = p_tenant_id AND t.status = 'active') THEN
+        PERFORM es.check_tenant(p_tenant_id, true, false); -- raises ES005 or ES006
+    END IF;
     IF p_fail_if IS NOT NULL THEN
         v_conflict := es.first_match(p_tenant_id, p_fail_if, coalesce(p_after, 0));
         IF v_conflict IS NOT NULL THEN
             -- A retry of an append that succeeded returns its first result.
-            SELECT f.positions INTO v_existing FROM es.find_appended(p_tenant_id, NULL, p_events) f;
-            IF v_existing IS NOT NULL THEN
-                RETURN v_existing;
+            SELECT f.positions INTO v_positions FROM es.find_appended(p_tenant_id, NULL, p_events) f;
+            IF v_positions IS NOT NULL THEN
+                RETURN v_positions;
             END IF;
             PERFORM es.raise('ES008',
                 format('append condition violated: event at position %s matches the query after position %s', v_conflict, coalesce(p_after, 0)),
                 json_build_object('position', v_conflict)::text);
         END IF;
     END IF;
-    RETURN es.write_events(p_tenant_id, NULL, 0, p_events);
+    IF v_early THEN
+        PERFORM es.check_order(p_tenant_id);
+    END IF;
+    v_positions := es.write_events(p_tenant_id, NULL, 0, p_events);
+    IF cardinality(v_positions) < v_n THEN
+        IF cardinality(v_positions) > 0 THEN
+            PERFORM es.raise('ES007', 'event ids were appended before with other content; use new ids for new events');
+        END IF;
+        SELECT f.positions INTO v_positions FROM es.find_appended(p_tenant_id, NULL, p_events) f;
+    END IF;
+    RETURN v_positions;
 END $$;
 
 
@@ -153,15 +174,18 @@ END $$;
 CREATE FUNCTION es.append_to_stream(p_tenant_id text, p_stream_id text, p_expected_version bigint, p_events jsonb, OUT stream_version bigint, OUT positions bigint[]) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
-    AS $_$
+    SET plan_cache_mode TO 'auto'
+    AS $$
 DECLARE
+    v_early boolean := pg_current_xact_id_if_assigned() IS NOT NULL;
     v_n int;
-    v_status text;
+    v_me xid8;
     v_current bigint;
-    v_last_type text;
+    v_head record;
 BEGIN
-    PERFORM es.require_tenant(p_tenant_id);
+    IF p_tenant_id IS DISTINCT FROM current_setting('es.tenant_id', true) THEN
+        PERFORM es.require_tenant(p_tenant_id); -- raises ES010
+    END IF;
     IF p_stream_id IS NULL OR p_stream_id = '' OR length(p_stream_id) > 200 THEN
         PERFORM es.raise('ES004', 'stream id must be 1-200 characters');
     END IF;
@@ -169,54 +193,73 @@ BEGIN
         PERFORM es.raise('ES004', format('invalid expected version %s: use -1 (any), 0 (no stream), -2 (stream exists) or a version from 1 to 2^52', p_expected_version));
     END IF;
     v_n := es.check_batch(p_events);
-    -- Appends that take "whatever version is next" queue per stream instead
-    -- of racing for it (and retrying) under contention. Exact versions
-    -- fail fast instead. Taken before any other lock of this call.
-    IF p_expected_version IN (-1, -2) THEN
-        PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 's', p_stream_id));
+    -- Appends to one stream queue here, before any other lock of the call,
+    -- and take their transaction id only once it is their turn: a waiter
+    -- that took an id first would carry a smaller one than the holder it
+    -- waited for, and be refused (ES012). Advisory locks need no id; row
+    -- locks do, so the stream's row is not the queue.
+    PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 's', p_stream_id));
+    PERFORM es.lock_boundary(p_tenant_id, p_events, NULL);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- A snapshot older than the locks would miss a drop that committed
+        -- meanwhile; the row lock waits for it instead.
+        PERFORM 1 FROM es.tenants t WHERE t.tenant_id = p_tenant_id FOR KEY SHARE;
+    END IF;
+    v_me := pg_current_xact_id();
+
+    UPDATE es.streams s SET version = s.version + v_n, last_tx = v_me
+     WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id
+       AND NOT s.deleted AND s.last_tx <= v_me AND s.version > 0
+       AND (p_expected_version < 0 OR s.version = p_expected_version)
+       AND EXISTS (SELECT 1 FROM es.tenants t WHERE t.tenant_id = p_tenant_id AND t.status = 'active')
+    RETURNING s.version - v_n INTO v_current;
+
+    IF NOT FOUND THEN
+        -- The slow path: say why, or take the stream's row from es.events.
+        PERFORM es.check_tenant(p_tenant_id, true, false); -- raises ES005 or ES006
+        v_head := es.lock_stream(p_tenant_id, p_stream_id);
+        v_current := v_head.version;
+        IF v_head.deleted
+           OR (p_expected_version = 0 AND v_current <> 0)
+           OR (p_expected_version = -2 AND v_current = 0)
+           OR (p_expected_version > 0 AND v_current <> p_expected_version) THEN
+            -- A retry of an append that succeeded returns its first result.
+            SELECT f.stream_version, f.positions INTO stream_version, positions
+              FROM es.find_appended(p_tenant_id, p_stream_id, p_events) f;
+            IF positions IS NOT NULL THEN
+                RETURN;
+            END IF;
+            IF v_head.deleted THEN
+                PERFORM es.raise('ES003', format('stream %L is deleted', p_stream_id));
+            END IF;
+            PERFORM es.raise('ES001',
+                format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
+                json_build_object('expected', p_expected_version, 'actual', v_current)::text);
+        END IF;
+        IF v_head.last_tx > v_me THEN
+            PERFORM es.raise('ES012', format(
+                'stream %L: its last event was written by a later transaction (%s) than this one (%s): retry the append in a new transaction',
+                p_stream_id, v_head.last_tx, v_me));
+        END IF;
+        UPDATE es.streams s SET version = v_current + v_n, last_tx = v_me
+         WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
+    END IF;
+    IF v_early THEN
+        PERFORM es.check_order(p_tenant_id);
     END IF;
 
-    -- The tenant's status and the stream's head in one statement.
-    SELECT t.status, h.stream_version, h.event_type INTO v_status, v_current, v_last_type
-      FROM es.tenants t
-      LEFT JOIN LATERAL (
-            SELECT e.stream_version, e.event_type FROM es.events e
-             WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
-             ORDER BY e.stream_version DESC LIMIT 1) h ON true
-     WHERE t.tenant_id = p_tenant_id;
-    IF v_status IS DISTINCT FROM 'active' THEN
-        PERFORM es.check_tenant(p_tenant_id, true); -- raises the right error
-    END IF;
-    v_current := coalesce(v_current, 0);
-
-    IF v_last_type = '$tombstone'
-       OR (p_expected_version = 0 AND v_current <> 0)
-       OR (p_expected_version = -2 AND v_current = 0)
-       OR (p_expected_version > 0 AND v_current <> p_expected_version)
-       OR p_expected_version IN (-1, -2) THEN
-        -- Either the check fails or it cannot tell a retry from a new append:
-        -- a retry of an append that succeeded returns its first result.
+    positions := es.write_events(p_tenant_id, p_stream_id, v_current, p_events);
+    stream_version := v_current + v_n;
+    IF cardinality(positions) < v_n THEN
+        -- Some ids were there already: the whole batch is a retry, or ES007.
+        IF cardinality(positions) > 0 THEN
+            PERFORM es.raise('ES007', 'event ids were appended before with other content; use new ids for new events');
+        END IF;
         SELECT f.stream_version, f.positions INTO stream_version, positions
           FROM es.find_appended(p_tenant_id, p_stream_id, p_events) f;
-        IF positions IS NOT NULL THEN
-            RETURN;
-        END IF;
+        PERFORM es.resync_stream(p_tenant_id, p_stream_id);
     END IF;
-    IF v_last_type = '$tombstone' THEN
-        PERFORM es.raise('ES003', format('stream %L is deleted', p_stream_id));
-    END IF;
-    IF (p_expected_version = 0 AND v_current <> 0)
-       OR (p_expected_version = -2 AND v_current = 0)
-       OR (p_expected_version > 0 AND v_current <> p_expected_version) THEN
-        PERFORM es.raise('ES001',
-            format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
-            json_build_object('expected', p_expected_version, 'actual', v_current)::text);
-    END IF;
-
-    PERFORM es.lock_boundary(p_tenant_id, p_events, NULL);
-    stream_version := v_current + v_n;
-    positions := es.write_events(p_tenant_id, p_stream_id, v_current, p_events);
-END $_$;
+END $$;
 
 
 --
@@ -227,31 +270,6 @@ CREATE FUNCTION es.check_batch(p_events jsonb) RETURNS integer
     LANGUAGE plpgsql IMMUTABLE
     SET plan_cache_mode TO 'auto'
     AS $_$
-DECLARE
-    v_n int := es.check_batch_00001(p_events);
-    v_bad bigint;
-BEGIN
-    IF p_events @? '$[*].metadata.schema_version.type() ? (@ != "number")'
-       OR p_events @? '$[*].metadata.schema_version ? (@ < 1 || @ > 999999999 || @.floor() != @)' THEN
-        SELECT ord - 1 INTO v_bad FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
-         WHERE ev @? '$.metadata.schema_version.type() ? (@ != "number")'
-            OR ev @? '$.metadata.schema_version ? (@ < 1 || @ > 999999999 || @.floor() != @)'
-         ORDER BY ord LIMIT 1;
-        PERFORM es.raise('ES004', format('event %s: metadata.schema_version is not an integer from 1 to 999999999', v_bad),
-                         json_build_object('index', v_bad)::text);
-    END IF;
-    RETURN v_n;
-END $_$;
-
-
---
--- Name: check_batch_00001(jsonb); Type: FUNCTION; Schema: es; Owner: -
---
-
-CREATE FUNCTION es.check_batch_00001(p_events jsonb) RETURNS integer
-    LANGUAGE plpgsql IMMUTABLE
-    SET plan_cache_mode TO 'auto'
-    AS $_$
 BEGIN
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array'
        OR jsonb_array_length(p_events) NOT BETWEEN 1 AND 100000
@@ -259,12 +277,27 @@ BEGIN
               || !exists(@.type) || @.type.type() != "string" || @.type == "" || @.type starts with "$"
               || @.type like_regex "^.{200}." flag "s"
               || !exists(@.payload)
-              || (exists(@.id) && @.id.type() != "string")
+              || (exists(@.id) && (@.id.type() != "string"
+                    || !(@.id like_regex "^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$" flag "i")))
               || (exists(@.metadata) && @.metadata.type() != "object")
+              || (exists(@.metadata.schema_version) && (@.metadata.schema_version.type() != "number"
+                    || @.metadata.schema_version < 1 || @.metadata.schema_version > 999999999
+                    || @.metadata.schema_version.floor() != @.metadata.schema_version))
               || (exists(@.tags) && @.tags.type() != "array")
-              || exists(@.tags[*] ? (@.type() != "string" || @ == "")))'
-       OR EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
+              || exists(@.tags[*] ? (@.type() != "string" || @ == "")))' THEN
         RETURN es.validate_events(p_events);
+    END IF;
+    IF pg_column_size(p_events) > 1000 THEN
+        IF EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].tags[*]') t
+                    WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
+            RETURN es.validate_events(p_events);
+        END IF;
+    END IF;
+    IF jsonb_array_length(p_events) > 1 THEN
+        IF EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].id') i
+                    GROUP BY lower(replace(i #>> '{}', '-', '')) HAVING count(*) > 1) THEN
+            RETURN es.validate_events(p_events);
+        END IF;
     END IF;
     RETURN jsonb_array_length(p_events);
 END $_$;
@@ -308,6 +341,26 @@ BEGIN
         PERFORM es.raise('ES004', 'invalid subscription filter: ' || v_reason);
     END IF;
 END $_$;
+
+
+--
+-- Name: check_order(text); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.check_order(p_tenant_id text) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+    v_me xid8 := pg_current_xact_id();
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.tx_id = v_me)
+       AND EXISTS (SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.tx_id > v_me) THEN
+        PERFORM es.raise('ES012', format(
+            'this transaction (%s) wrote before its first append to tenant %L, and a later transaction has appended since: retry in a new transaction, or append before other writes',
+            v_me, p_tenant_id));
+    END IF;
+END $$;
 
 
 --
@@ -573,34 +626,41 @@ END $$;
 CREATE FUNCTION es.delete_stream(p_tenant_id text, p_stream_id text, p_expected_version bigint DEFAULT '-2'::integer) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'auto'
     AS $_$
 DECLARE
-    v_current bigint;
-    v_last_type text;
-    v_tombstone jsonb;
+    v_early boolean := pg_current_xact_id_if_assigned() IS NOT NULL;
+    v_head record;
+    v_tombstone jsonb := '[{"type": "$tombstone", "payload": {}}]';
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, true);
     IF p_expected_version IS NULL OR p_expected_version < -2 OR p_expected_version = 0 OR p_expected_version > 4503599627370496 THEN
         PERFORM es.raise('ES004', format('invalid expected version %s for a delete: use -1 (any), -2 (stream exists) or a version', p_expected_version));
     END IF;
-    SELECT e.stream_version, e.event_type INTO v_current, v_last_type
-      FROM es.events e
-     WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
-     ORDER BY e.stream_version DESC LIMIT 1;
-    IF v_current IS NULL THEN
-        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
-    ELSIF v_last_type = '$tombstone' THEN
-        RETURN v_current; -- deleting twice is not an error
-    ELSIF p_expected_version > 0 AND v_current <> p_expected_version THEN
-        PERFORM es.raise('ES001',
-            format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
-            json_build_object('expected', p_expected_version, 'actual', v_current)::text);
-    END IF;
-    v_tombstone := jsonb_build_array(jsonb_build_object('type', '$tombstone', 'payload', '{}'::jsonb));
+    PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 's', p_stream_id)); -- as es.append_to_stream
     PERFORM es.lock_boundary(p_tenant_id, v_tombstone, NULL);
-    PERFORM es.write_events(p_tenant_id, p_stream_id, v_current, v_tombstone);
-    RETURN v_current + 1;
+    PERFORM es.recheck_tenant(p_tenant_id, true);
+    v_head := es.lock_stream(p_tenant_id, p_stream_id);
+    IF v_head.version = 0 THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF v_head.deleted THEN
+        RETURN v_head.version; -- deleting twice is not an error
+    ELSIF p_expected_version > 0 AND v_head.version <> p_expected_version THEN
+        PERFORM es.raise('ES001',
+            format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_head.version),
+            json_build_object('expected', p_expected_version, 'actual', v_head.version)::text);
+    ELSIF v_head.last_tx > pg_current_xact_id() THEN
+        PERFORM es.raise('ES012', format(
+            'stream %L: its last event was written by a later transaction (%s) than this one: retry the delete in a new transaction',
+            p_stream_id, v_head.last_tx));
+    END IF;
+    IF v_early THEN
+        PERFORM es.check_order(p_tenant_id);
+    END IF;
+    UPDATE es.streams s SET version = v_head.version + 1, last_tx = pg_current_xact_id(), deleted = true
+     WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
+    PERFORM es.write_events(p_tenant_id, p_stream_id, v_head.version, v_tombstone);
+    RETURN v_head.version + 1;
 END $_$;
 
 
@@ -663,6 +723,7 @@ BEGIN
         DELETE FROM es.events WHERE tenant_id = p_tenant_id;
         DELETE FROM es.snapshots WHERE tenant_id = p_tenant_id;
     END IF;
+    DELETE FROM es.streams WHERE tenant_id = p_tenant_id;
     RETURN true;
 END $$;
 
@@ -787,6 +848,9 @@ BEGIN
          ORDER BY ord
         RETURNING 1)
     SELECT count(*) INTO v_count FROM ins;
+    DELETE FROM es.streams s
+     WHERE s.tenant_id = p_tenant_id
+       AND s.stream_id IN (SELECT r->>'stream_id' FROM jsonb_array_elements(p_rows) r WHERE r ? 'stream_id');
     RETURN v_count;
 END $$;
 
@@ -973,96 +1037,47 @@ END $$;
 CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS void
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'auto'
-    AS $$
-BEGIN
-    PERFORM es.lock_boundary_00001(p_tenant_id, p_events, p_query);
-    PERFORM es.recheck_tenant(p_tenant_id, p_events IS NOT NULL);
-END $$;
-
-
---
--- Name: lock_boundary_00001(text, jsonb, jsonb); Type: FUNCTION; Schema: es; Owner: -
---
-
-CREATE FUNCTION es.lock_boundary_00001(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS void
-    LANGUAGE plpgsql
-    SET plan_cache_mode TO 'auto'
     AS $_$
 DECLARE
-    v_write bigint[] := '{}';   -- sorted, distinct: shared (exclusive stripes if many)
-    v_check bigint[] := '{}';   -- sorted, distinct: exclusive
-    v_check_stripes int[] := '{}';
-    v_many boolean;
-    v_stripe int;
-    v_exclusive boolean;
-    i int := 1;
-    j int := 1;
+    v_any bigint := es.lock_key(p_tenant_id, 'a', '');
+    v_write bigint[];   -- sorted, distinct: shared
+    v_stripes int[];    -- sorted, distinct: exclusive (a batch of many keys)
+    v_check bigint[];   -- exclusive
 BEGIN
-    IF p_events IS NOT NULL THEN
-        v_write := ARRAY(
-            SELECT DISTINCT es.lock_key(p_tenant_id, kind, val) AS k
-              FROM (SELECT 'a' AS kind, '' AS val
-                    UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
-                    UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv
-             ORDER BY k);
-    ELSE
-        -- A read that hands out a head takes the "any event" key shared like
-        -- a writer, so it waits for a tenant import (es.lock_tenant).
-        v_write := ARRAY[es.lock_key(p_tenant_id, 'a', '')];
+    v_write := ARRAY(
+        SELECT DISTINCT es.lock_key(p_tenant_id, kv.kind, kv.val)
+          FROM (SELECT 'a' AS kind, '' AS val
+                UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
+                UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv
+         ORDER BY 1);
+    IF p_query IS NULL AND cardinality(v_write) <= 32 THEN
+        PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(v_write) k;
+        RETURN;
     END IF;
-    IF p_query IS NOT NULL THEN
-        SELECT coalesce(array_agg(DISTINCT k ORDER BY k), '{}'),
-               coalesce(array_agg(DISTINCT es.lock_stripe(k) ORDER BY es.lock_stripe(k)), '{}')
-          INTO v_check, v_check_stripes
-          FROM (SELECT CASE
-                    WHEN jsonb_array_length(coalesce(q->'tags', '[]')) > 0
-                        THEN es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t))
-                    WHEN jsonb_array_length(coalesce(q->'types', '[]')) = 0
-                        THEN es.lock_key(p_tenant_id, 'a', '') END AS k
-                  FROM jsonb_array_elements(p_query) q
-                UNION ALL
-                SELECT es.lock_key(p_tenant_id, 'y', y)
-                  FROM jsonb_array_elements(p_query) q, jsonb_array_elements_text(q->'types') y
-                 WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0) items
-         WHERE k IS NOT NULL;
+    IF cardinality(v_write) > 32 THEN
+        v_stripes := ARRAY(SELECT DISTINCT es.lock_stripe(k) FROM unnest(v_write) k ORDER BY 1);
+        v_write := ARRAY[v_any];
     END IF;
-    v_many := cardinality(v_write) > 32;
-
-    -- Stripes first, ascending.
-    IF v_many THEN
-        FOR v_stripe, v_exclusive IN
-            SELECT st, bool_or(x) FROM (
-                SELECT es.lock_stripe(k) AS st, true AS x FROM unnest(v_write) k
-                UNION ALL SELECT st, false FROM unnest(v_check_stripes) st) s
-            GROUP BY st ORDER BY st
-        LOOP
-            IF v_exclusive THEN
-                PERFORM pg_advisory_xact_lock(1163067393, v_stripe);
-            ELSE
-                PERFORM pg_advisory_xact_lock_shared(1163067393, v_stripe);
-            END IF;
-        END LOOP;
-        v_write := '{}';
-    ELSE
-        FOREACH v_stripe IN ARRAY v_check_stripes LOOP
-            PERFORM pg_advisory_xact_lock_shared(1163067393, v_stripe);
-        END LOOP;
-    END IF;
-
-    -- Then the keys, ascending: a merge of the two sorted arrays, exclusive
-    -- where a key is in both.
-    WHILE i <= cardinality(v_check) OR j <= cardinality(v_write) LOOP
-        IF j > cardinality(v_write) OR (i <= cardinality(v_check) AND v_check[i] <= v_write[j]) THEN
-            PERFORM pg_advisory_xact_lock(v_check[i]);
-            IF j <= cardinality(v_write) AND v_write[j] = v_check[i] THEN
-                j := j + 1;
-            END IF;
-            i := i + 1;
-        ELSE
-            PERFORM pg_advisory_xact_lock_shared(v_write[j]);
-            j := j + 1;
-        END IF;
-    END LOOP;
+    v_check := ARRAY(
+        SELECT CASE
+                   WHEN jsonb_array_length(coalesce(q->'tags', '[]')) > 0
+                       THEN es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t))
+                   WHEN jsonb_array_length(coalesce(q->'types', '[]')) = 0 THEN v_any END
+          FROM jsonb_array_elements(coalesce(p_query, '[]')) q
+        UNION
+        SELECT es.lock_key(p_tenant_id, 'y', y)
+          FROM jsonb_array_elements(coalesce(p_query, '[]')) q, jsonb_array_elements_text(q->'types') y
+         WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0);
+    PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(1163067393, s.st) ELSE pg_advisory_xact_lock_shared(1163067393, s.st) END)
+      FROM (SELECT st, bool_or(x) AS x
+              FROM (SELECT st, true AS x FROM unnest(v_stripes) st
+                    UNION ALL SELECT es.lock_stripe(k), false FROM unnest(v_check) k WHERE k IS NOT NULL) u
+             GROUP BY st ORDER BY st) s;
+    PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(s.k) ELSE pg_advisory_xact_lock_shared(s.k) END)
+      FROM (SELECT k, bool_or(x) AS x
+              FROM (SELECT k, false AS x FROM unnest(v_write) k
+                    UNION ALL SELECT k, true FROM unnest(v_check) k WHERE k IS NOT NULL) u
+             GROUP BY k ORDER BY k) s;
 END $_$;
 
 
@@ -1075,6 +1090,32 @@ CREATE FUNCTION es.lock_key(p_tenant_id text, p_kind text, p_value text) RETURNS
     AS $$
     SELECT hashtextextended(p_kind || p_tenant_id || chr(31) || p_value, 0)
 $$;
+
+
+--
+-- Name: lock_stream(text, text); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT deleted boolean) RETURNS record
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $_$
+BEGIN
+    LOOP
+        SELECT s.version, s.last_tx, s.deleted INTO version, last_tx, deleted
+          FROM es.streams s WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id FOR UPDATE;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        SELECT e.stream_version, e.tx_id, e.event_type = '$tombstone' INTO version, last_tx, deleted
+          FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+         ORDER BY e.stream_version DESC LIMIT 1;
+        -- A concurrent creator's row wins; the next turn locks it.
+        INSERT INTO es.streams (tenant_id, stream_id, version, last_tx, deleted)
+        VALUES (p_tenant_id, p_stream_id, coalesce(version, 0), coalesce(last_tx, '0'), coalesce(deleted, false))
+        ON CONFLICT DO NOTHING;
+    END LOOP;
+END $_$;
 
 
 --
@@ -1483,27 +1524,24 @@ END $$;
 
 
 --
--- Name: save_snapshot(text, text, bigint, integer, jsonb); Type: FUNCTION; Schema: es; Owner: -
+-- Name: resync_stream(text, text); Type: FUNCTION; Schema: es; Owner: -
 --
 
-CREATE FUNCTION es.save_snapshot(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version integer, p_state jsonb) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    SET plan_cache_mode TO 'auto'
+CREATE FUNCTION es.resync_stream(p_tenant_id text, p_stream_id text) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 BEGIN
-    PERFORM es.check_tenant(p_tenant_id, true);
-    PERFORM pg_advisory_xact_lock_shared(es.lock_key(p_tenant_id, 'a', ''));
-    PERFORM es.recheck_tenant(p_tenant_id, true);
-    PERFORM es.save_snapshot_00001(p_tenant_id, p_stream_id, p_stream_version, p_schema_version, p_state);
+    DELETE FROM es.streams s WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
+    PERFORM es.lock_stream(p_tenant_id, p_stream_id);
 END $$;
 
 
 --
--- Name: save_snapshot_00001(text, text, bigint, integer, jsonb); Type: FUNCTION; Schema: es; Owner: -
+-- Name: save_snapshot(text, text, bigint, integer, jsonb); Type: FUNCTION; Schema: es; Owner: -
 --
 
-CREATE FUNCTION es.save_snapshot_00001(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version integer, p_state jsonb) RETURNS void
+CREATE FUNCTION es.save_snapshot(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version integer, p_state jsonb) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
@@ -1515,6 +1553,8 @@ BEGIN
     IF p_state IS NULL OR p_schema_version IS NULL THEN
         PERFORM es.raise('ES004', 'snapshot state and schema version are required');
     END IF;
+    PERFORM pg_advisory_xact_lock_shared(es.lock_key(p_tenant_id, 'a', ''));
+    PERFORM es.recheck_tenant(p_tenant_id, true);
     v_head := es.stream_head(p_tenant_id, p_stream_id);
     IF v_head.version = 0 THEN
         PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
@@ -1770,7 +1810,12 @@ BEGIN
             WHEN pg_column_size(ev->'payload') > 1048576 THEN 'payload is larger than 1 MiB'
             WHEN ev ? 'id' AND (jsonb_typeof(ev->'id') <> 'string' OR ev->>'id' !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$')
                 THEN 'event id is not a UUID'
+            WHEN ev ? 'id' AND count(*) OVER (PARTITION BY lower(replace(ev->>'id', '-', '')) ORDER BY ord) > 1
+                THEN format('event id %s appears twice in the batch', ev->>'id')
             WHEN ev ? 'metadata' AND jsonb_typeof(ev->'metadata') <> 'object' THEN 'metadata is not a JSON object'
+            WHEN ev @? '$.metadata.schema_version.type() ? (@ != "number")'
+              OR ev @? '$.metadata.schema_version ? (@ < 1 || @ > 999999999 || @.floor() != @)'
+                THEN 'metadata.schema_version is not an integer from 1 to 999999999'
             WHEN ev ? 'tags' AND jsonb_typeof(ev->'tags') <> 'array' THEN 'tags is not a JSON array'
             WHEN ev ? 'tags' AND EXISTS (
                 SELECT 1 FROM jsonb_array_elements(ev->'tags') t
@@ -1792,7 +1837,7 @@ END $_$;
 
 CREATE FUNCTION es.write_events(p_tenant_id text, p_stream_id text, p_base_version bigint, p_events jsonb) RETURNS bigint[]
     LANGUAGE plpgsql
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'auto'
     AS $$
 DECLARE
     v_positions bigint[];
@@ -1805,10 +1850,10 @@ BEGIN
                coalesce(ARRAY(SELECT jsonb_array_elements_text(ev->'tags')), '{}')
           FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
          ORDER BY ord
-        RETURNING position
-    )
+        ON CONFLICT (tenant_id, event_id) DO NOTHING
+        RETURNING position)
     SELECT array_agg(position ORDER BY position) INTO v_positions FROM ins;
-    RETURN v_positions;
+    RETURN coalesce(v_positions, '{}');
 END $$;
 
 
@@ -2538,6 +2583,20 @@ CREATE TABLE es."snapshots$shared_15" (
     CONSTRAINT snapshots_stream_version_check CHECK ((stream_version >= 1))
 );
 ALTER TABLE ONLY es."snapshots$shared_15" ALTER COLUMN tenant_id SET STATISTICS 0;
+
+
+--
+-- Name: streams; Type: TABLE; Schema: es; Owner: -
+--
+
+CREATE TABLE es.streams (
+    tenant_id text NOT NULL,
+    stream_id text NOT NULL,
+    version bigint NOT NULL,
+    last_tx xid8 NOT NULL,
+    deleted boolean DEFAULT false NOT NULL
+)
+WITH (fillfactor='70');
 
 
 --
@@ -3360,6 +3419,14 @@ ALTER TABLE ONLY es."snapshots$shared_14"
 
 ALTER TABLE ONLY es."snapshots$shared_15"
     ADD CONSTRAINT "snapshots$shared_15_pkey" PRIMARY KEY (tenant_id, stream_id, stream_version);
+
+
+--
+-- Name: streams streams_pkey; Type: CONSTRAINT; Schema: es; Owner: -
+--
+
+ALTER TABLE ONLY es.streams
+    ADD CONSTRAINT streams_pkey PRIMARY KEY (tenant_id, stream_id);
 
 
 --
@@ -4617,6 +4684,12 @@ ALTER TABLE es.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE es.snapshots ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: streams; Type: ROW SECURITY; Schema: es; Owner: -
+--
+
+ALTER TABLE es.streams ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: subscriptions; Type: ROW SECURITY; Schema: es; Owner: -
 --
 
@@ -4696,17 +4769,17 @@ REVOKE ALL ON FUNCTION es.check_batch(p_events jsonb) FROM PUBLIC;
 
 
 --
--- Name: FUNCTION check_batch_00001(p_events jsonb); Type: ACL; Schema: es; Owner: -
---
-
-REVOKE ALL ON FUNCTION es.check_batch_00001(p_events jsonb) FROM PUBLIC;
-
-
---
 -- Name: FUNCTION check_filter(p_filter jsonb); Type: ACL; Schema: es; Owner: -
 --
 
 REVOKE ALL ON FUNCTION es.check_filter(p_filter jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_order(p_tenant_id text); Type: ACL; Schema: es; Owner: -
+--
+
+REVOKE ALL ON FUNCTION es.check_order(p_tenant_id text) FROM PUBLIC;
 
 
 --
@@ -4822,17 +4895,17 @@ REVOKE ALL ON FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_quer
 
 
 --
--- Name: FUNCTION lock_boundary_00001(p_tenant_id text, p_events jsonb, p_query jsonb); Type: ACL; Schema: es; Owner: -
---
-
-REVOKE ALL ON FUNCTION es.lock_boundary_00001(p_tenant_id text, p_events jsonb, p_query jsonb) FROM PUBLIC;
-
-
---
 -- Name: FUNCTION lock_key(p_tenant_id text, p_kind text, p_value text); Type: ACL; Schema: es; Owner: -
 --
 
 REVOKE ALL ON FUNCTION es.lock_key(p_tenant_id text, p_kind text, p_value text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT deleted boolean); Type: ACL; Schema: es; Owner: -
+--
+
+REVOKE ALL ON FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT deleted boolean) FROM PUBLIC;
 
 
 --
@@ -4906,10 +4979,10 @@ REVOKE ALL ON FUNCTION es.require_tenant(p_tenant_id text) FROM PUBLIC;
 
 
 --
--- Name: FUNCTION save_snapshot_00001(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version integer, p_state jsonb); Type: ACL; Schema: es; Owner: -
+-- Name: FUNCTION resync_stream(p_tenant_id text, p_stream_id text); Type: ACL; Schema: es; Owner: -
 --
 
-REVOKE ALL ON FUNCTION es.save_snapshot_00001(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version integer, p_state jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.resync_stream(p_tenant_id text, p_stream_id text) FROM PUBLIC;
 
 
 --
