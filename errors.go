@@ -29,6 +29,14 @@ var (
 	// own (tenant.Manager.Dedicate) started and did not finish, and its
 	// rows cannot be written until it does: run Dedicate again.
 	ErrTenantDedicating = errors.New("tenant is being dedicated")
+	// ErrStreamOrder: the append would be delivered out of order, because
+	// its transaction's id is smaller than that of a transaction that
+	// appended since (to the stream, or, if this transaction wrote
+	// something else before its first append, to the tenant). Subscribers
+	// deliver in transaction-id order. A new transaction fixes it: the
+	// store's own appends retry it; in a caller's transaction, retry the
+	// transaction, and append before other writes.
+	ErrStreamOrder = errors.New("append would break delivery order: retry in a new transaction")
 )
 
 // WrongExpectedVersionError reports a failed optimistic concurrency check.
@@ -83,6 +91,7 @@ const (
 	codeTenantExists         = "ES009"
 	codeTenantNotSet         = "ES010"
 	codeLeaseLost            = "ES011"
+	codeStreamOrder          = "ES012"
 	codeUniqueViolation      = "23505"
 )
 
@@ -96,6 +105,7 @@ var invalidInputCodes = map[string]bool{
 	"22001": true, // string_data_right_truncation
 	"22003": true, // numeric_value_out_of_range
 	"22P05": true, // untranslatable_character (\u0000 in JSON or a tag)
+	"22021": true, // character_not_in_repertoire (invalid UTF-8, NUL in text)
 	"54000": true, // program_limit_exceeded (e.g. an index row too large)
 }
 
@@ -135,6 +145,8 @@ func translate(err error, streamID string) error {
 		return &storeError{ErrTenantNotSet, pgErr.Message}
 	case codeLeaseLost:
 		return &storeError{ErrLeaseLost, pgErr.Message}
+	case codeStreamOrder:
+		return &storeError{ErrStreamOrder, pgErr.Message}
 	case codeConditionViolated:
 		var d struct{ Position int64 }
 		_ = json.Unmarshal([]byte(pgErr.Detail), &d)
@@ -152,6 +164,11 @@ func translate(err error, streamID string) error {
 		return &InvalidEventError{Index: -1, Reason: reason}
 	}
 	return err
+}
+
+func isStreamOrder(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == codeStreamOrder
 }
 
 func isUniqueViolation(err error) bool {

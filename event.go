@@ -3,8 +3,11 @@ package pges
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -131,6 +134,9 @@ func encodeBatch(events []EventData) ([]byte, error) {
 		if len(e.Payload) == 0 || !json.Valid(e.Payload) {
 			return nil, invalid(i, "event %d: payload is not valid JSON", i)
 		}
+		if err := checkText(e, i); err != nil {
+			return nil, err
+		}
 		id := e.ID
 		if id == uuid.Nil {
 			var err error
@@ -153,6 +159,92 @@ func encodeBatch(events []EventData) ([]byte, error) {
 		}
 	}
 	return json.Marshal(wire)
+}
+
+// checkText refuses what encoding/json would silently alter or PostgreSQL
+// cannot store: invalid UTF-8 (json.Marshal replaces it with U+FFFD) and NUL
+// characters (jsonb and text refuse them, with an error that names no
+// event), in the type, tags, metadata and payload.
+func checkText(e EventData, i int) error {
+	bad := func(what string) error {
+		return invalid(i, "event %d: %s is not valid UTF-8 without NUL characters", i, what)
+	}
+	if !cleanText(e.Type) {
+		return bad("type")
+	}
+	for _, tag := range e.Tags {
+		if !cleanText(tag) {
+			return bad("a tag")
+		}
+	}
+	m := e.Metadata
+	if !cleanText(m.CorrelationID) || !cleanText(m.CausationID) || !cleanText(m.User) || !cleanText(m.Service) || !cleanValue(reflect.ValueOf(m.Extra)) {
+		return bad("metadata")
+	}
+	if !utf8.Valid(e.Payload) || hasNULEscape(e.Payload) {
+		return bad("payload")
+	}
+	return nil
+}
+
+func cleanText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// cleanValue walks what json.Marshal would encode: every string in it,
+// map keys included, must be clean text.
+func cleanValue(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.String:
+		return cleanText(v.String())
+	case reflect.Pointer, reflect.Interface:
+		return v.IsNil() || cleanValue(v.Elem())
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if !cleanValue(it.Key()) || !cleanValue(it.Value()) {
+				return false
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return true // []byte: encoded as base64
+		}
+		for i := range v.Len() {
+			if !cleanValue(v.Index(i)) {
+				return false
+			}
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() && !cleanValue(v.Field(i)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// hasNULEscape reports whether valid JSON holds the escape \u0000, which
+// jsonb refuses. A backslash escapes the byte after it, so "\\u0000" is
+// a backslash followed by the text u0000, not an escape.
+func hasNULEscape(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if i+5 < len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped byte
+	}
+	return false
+}
+
+// checkStreamID refuses a stream id that PostgreSQL's text cannot hold, so
+// that it fails as bad input and not with a server error.
+func checkStreamID(id string) error {
+	if !cleanText(id) {
+		return invalid(-1, "stream id is not valid UTF-8 without NUL characters")
+	}
+	return nil
 }
 
 // maxSchemaVersion is the largest schema version the store accepts (nine

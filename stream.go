@@ -15,6 +15,9 @@ import (
 // if the stream's version matches expected. Retrying with the same event ids
 // returns the first result and writes nothing.
 func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expected ExpectedVersion, events ...EventData) (AppendResult, error) {
+	if err := checkStreamID(streamID); err != nil {
+		return AppendResult{}, err
+	}
 	batch, err := encodeBatch(events)
 	if err != nil {
 		return AppendResult{}, err
@@ -38,6 +41,12 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 				return *found, nil
 			}
 		}
+		// ErrStreamOrder: a transaction with a larger id appended to the
+		// stream first; a new transaction (a new, larger id) appends after
+		// it, with the same expected version.
+		if isStreamOrder(err) && attempt < t.store.config.AnyVersionRetries {
+			continue
+		}
 		retryable := expected == Any || expected == StreamExists
 		if !isUniqueViolation(err) || (!retryable && attempt > 0) || attempt >= t.store.config.AnyVersionRetries {
 			if isUniqueViolation(err) {
@@ -53,6 +62,9 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 // ErrStreamDeleted. Deleting a deleted stream is not an error. expected may
 // be Any, StreamExists or an exact version. Returns the tombstone's version.
 func (t *TenantStore) DeleteStream(ctx context.Context, streamID string, expected ExpectedVersion) (int64, error) {
+	if err := checkStreamID(streamID); err != nil {
+		return 0, err
+	}
 	v, err := t.store.queries.DeleteStream(ctx, t.store.pool, db.DeleteStreamParams{
 		TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected),
 	})
