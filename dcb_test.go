@@ -391,18 +391,26 @@ func TestDisjointBoundariesDoNotWait(t *testing.T) {
 	ctx := context.Background()
 	ts, pool := newTenant(t)
 	holder, _ := appendInTx(t, pool, ts.TenantID(), `[{"tags":["course:c1"]}]`, tagged("Subscribed", "course:c1", "student:1"))
+	// Conditions whose keys share a stripe (1 in 512) do wait for each
+	// other (migrations/00012): take a course whose key is in another.
+	var c2 string
+	if err := pool.QueryRow(ctx, `SELECT 'course:c' || n FROM generate_series(2, 100) n
+		WHERE es.lock_stripe(es.lock_key($1, 't', 'course:c' || n)) <> es.lock_stripe(es.lock_key($1, 't', 'course:c1'))
+		ORDER BY n LIMIT 1`, ts.TenantID()).Scan(&c2); err != nil {
+		t.Fatal(err)
+	}
 
 	quick, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	start := time.Now()
-	if _, err := ts.Append(quick, []pges.EventData{tagged("Subscribed", "course:c2", "student:1")},
-		&pges.AppendCondition{FailIfEventsMatch: pges.Tags("course:c2")}); err != nil {
+	if _, err := ts.Append(quick, []pges.EventData{tagged("Subscribed", c2, "student:1")},
+		&pges.AppendCondition{FailIfEventsMatch: pges.Tags(c2)}); err != nil {
 		t.Fatalf("disjoint conditional append: %v", err)
 	}
 	if _, err := ts.AppendToStream(quick, "unrelated", pges.Any, tagged("Other", "course:c3")); err != nil {
 		t.Fatalf("unrelated stream append: %v", err)
 	}
-	if _, _, err := ts.ReadAll(quick, pges.Tags("course:c2"), pges.QueryOptions{}); err != nil {
+	if _, _, err := ts.ReadAll(quick, pges.Tags(c2), pges.QueryOptions{}); err != nil {
 		t.Fatalf("disjoint read: %v", err)
 	}
 	t.Logf("disjoint appends and read took %v while course:c1 was held", time.Since(start))
@@ -472,6 +480,29 @@ func TestBigBatchLocksAreBounded(t *testing.T) {
 	}
 	if _, err := ts.Append(ctx, events, &pges.AppendCondition{FailIfEventsMatch: pges.Tags("again:1")}); err != nil {
 		t.Fatalf("10,000-event conditional append: %v", err)
+	}
+}
+
+// Big batches (over 32 lock keys: they lock stripes, not keys) do not wait
+// for each other; before migration 00012 they queued on exclusive stripes.
+func TestBigBatchesDoNotWaitForEachOther(t *testing.T) {
+	ctx := context.Background()
+	ts, pool := newTenant(t)
+	batch := func(prefix string) []pges.EventData {
+		events := make([]pges.EventData, 40)
+		for i := range events {
+			events[i] = tagged("Imported", fmt.Sprintf("%s:%d", prefix, i))
+		}
+		return events
+	}
+	holder, _ := appendInTx(t, pool, ts.TenantID(), "", batch("first")...)
+	quick, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := ts.Append(quick, batch("second"), nil); err != nil {
+		t.Fatalf("a big batch waited for another in flight: %v", err)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -48,6 +48,11 @@ type Config struct {
 	// LargeTenantEvents, if set, makes TenantScale finish with the drops
 	// of a shared and of a dedicated tenant holding this many events.
 	LargeTenantEvents int
+	// Rounds repeats every scenario and client count this many times,
+	// alternating which of the store and the baseline runs first, so that
+	// drift on a shared machine favours neither. Default 1 (baseline
+	// first). Summarize reports the spread.
+	Rounds int
 }
 
 // Result is one measured phase.
@@ -72,6 +77,8 @@ type Result struct {
 	Ratio float64 `json:"ratio,omitempty"`
 	// Note says what a scenario measured beyond the columns.
 	Note string `json:"note,omitempty"`
+	// Round is the round of a run with Config.Rounds (1-based).
+	Round int `json:"round,omitempty"`
 }
 
 // op is one timed call; it returns how many events it wrote or read.
@@ -158,43 +165,125 @@ func Run(ctx context.Context, pool *pgxpool.Pool, cfg Config) ([]Result, error) 
 		return nil, err
 	}
 	var results []Result
-	for _, s := range selected {
-		clients := s.clients
-		if len(cfg.Clients) > 0 {
-			clients = cfg.Clients
-		}
-		for _, c := range clients {
-			// Earlier phases wrote to the bench tenant: give the planner
-			// the statistics a long-lived log would have. Not while the
-			// tenant is nearly empty: appends to a tenant analyzed while
-			// empty ran slower (bench/RESULTS.md).
-			if _, err := pool.Exec(ctx, `SELECT es.analyze_tenant($1)
-				WHERE (SELECT count(*) FROM (SELECT 1 FROM es.events WHERE tenant_id = $1 LIMIT 10000) n) >= 10000`, Tenant); err != nil {
-				return results, err
+	for round := 1; round <= max(cfg.Rounds, 1); round++ {
+		for _, s := range selected {
+			clients := s.clients
+			if len(cfg.Clients) > 0 {
+				clients = cfg.Clients
 			}
-			storeOp, baseOp, err := s.prepare(ctx, r, c)
-			if err != nil {
-				r.finish(&Result{})
-				return results, fmt.Errorf("%s: %w", s.name, err)
+			for _, c := range clients {
+				res, err := r.runScenario(ctx, s, c, round%2 == 0)
+				if err != nil {
+					return results, err
+				}
+				if cfg.Rounds > 1 {
+					res.Round = round
+				}
+				results = append(results, res)
 			}
-			base, err := r.measure(ctx, s.name+" (baseline)", c, baseOp)
-			if err != nil {
-				r.finish(&Result{})
-				return results, fmt.Errorf("%s baseline: %w", s.name, err)
-			}
-			res, err := r.measure(ctx, s.name, c, storeOp)
-			r.finish(&res)
-			if err != nil {
-				return results, fmt.Errorf("%s: %w", s.name, err)
-			}
-			res.Baseline = &base
-			if base.EventsPerSec > 0 {
-				res.Ratio = res.EventsPerSec / base.EventsPerSec
-			}
-			results = append(results, res)
 		}
 	}
 	return results, nil
+}
+
+// runScenario measures one scenario at one client count beside its
+// baseline; storeFirst swaps their order.
+func (r *runner) runScenario(ctx context.Context, s scenario, c int, storeFirst bool) (Result, error) {
+	// Earlier phases wrote to the bench tenant: give the planner the
+	// statistics a long-lived log would have. Not while the tenant is
+	// nearly empty: appends to a tenant analyzed while empty ran slower
+	// (bench/RESULTS.md).
+	if _, err := r.pool.Exec(ctx, `SELECT es.analyze_tenant($1)
+		WHERE (SELECT count(*) FROM (SELECT 1 FROM es.events WHERE tenant_id = $1 LIMIT 10000) n) >= 10000`, Tenant); err != nil {
+		return Result{}, err
+	}
+	storeOp, baseOp, err := s.prepare(ctx, r, c)
+	if err != nil {
+		r.finish(&Result{})
+		return Result{}, fmt.Errorf("%s: %w", s.name, err)
+	}
+	var base, res Result
+	measureBase := func() error {
+		base, err = r.measure(ctx, s.name+" (baseline)", c, baseOp)
+		if err != nil {
+			return fmt.Errorf("%s baseline: %w", s.name, err)
+		}
+		return nil
+	}
+	if !storeFirst {
+		if err := measureBase(); err != nil {
+			r.finish(&Result{})
+			return Result{}, err
+		}
+	}
+	res, err = r.measure(ctx, s.name, c, storeOp)
+	r.finish(&res)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", s.name, err)
+	}
+	if storeFirst {
+		if err := measureBase(); err != nil {
+			return Result{}, err
+		}
+	}
+	res.Baseline = &base
+	if base.EventsPerSec > 0 {
+		res.Ratio = res.EventsPerSec / base.EventsPerSec
+	}
+	return res, nil
+}
+
+// Summary is the spread of one scenario and client count over rounds.
+type Summary struct {
+	Scenario string
+	Clients  int
+	Rounds   int
+	// Ratio's median, min and max over the rounds; the same for the
+	// store's events/s and p50/p99 latencies.
+	RatioMedian, RatioMin, RatioMax float64
+	EventsPerSecMedian              float64
+	P50Median, P99Median            time.Duration
+}
+
+// Summarize groups results by scenario and client count, in first-seen
+// order.
+func Summarize(results []Result) []Summary {
+	type key struct {
+		s string
+		c int
+	}
+	var order []key
+	groups := map[key][]Result{}
+	for _, r := range results {
+		k := key{r.Scenario, r.Clients}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	med := func(xs []float64) float64 {
+		slices.Sort(xs)
+		if len(xs)%2 == 1 {
+			return xs[len(xs)/2]
+		}
+		return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+	}
+	out := make([]Summary, 0, len(order))
+	for _, k := range order {
+		g := groups[k]
+		var ratios, eps, p50, p99 []float64
+		for _, r := range g {
+			ratios = append(ratios, r.Ratio)
+			eps = append(eps, r.EventsPerSec)
+			p50 = append(p50, float64(r.P50))
+			p99 = append(p99, float64(r.P99))
+		}
+		s := Summary{Scenario: k.s, Clients: k.c, Rounds: len(g), RatioMedian: med(ratios), EventsPerSecMedian: med(eps),
+			P50Median: time.Duration(med(p50)), P99Median: time.Duration(med(p99))}
+		s.RatioMin, s.RatioMax = slices.Min(ratios), slices.Max(ratios)
+		out = append(out, s)
+	}
+	return out
 }
 
 // newRunner sets up the bench schema and tenant and returns a runner on it.

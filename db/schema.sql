@@ -1041,8 +1041,8 @@ CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb
 DECLARE
     v_any bigint := es.lock_key(p_tenant_id, 'a', '');
     v_write bigint[];   -- sorted, distinct: shared
-    v_stripes int[];    -- sorted, distinct: exclusive (a batch of many keys)
-    v_check bigint[];   -- exclusive
+    v_stripes int[];    -- sorted, distinct: shared (a batch of many keys)
+    v_check bigint[];   -- exclusive, and exclusive on their stripes
 BEGIN
     v_write := ARRAY(
         SELECT DISTINCT es.lock_key(p_tenant_id, kv.kind, kv.val)
@@ -1070,8 +1070,8 @@ BEGIN
          WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0);
     PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(1163067393, s.st) ELSE pg_advisory_xact_lock_shared(1163067393, s.st) END)
       FROM (SELECT st, bool_or(x) AS x
-              FROM (SELECT st, true AS x FROM unnest(v_stripes) st
-                    UNION ALL SELECT es.lock_stripe(k), false FROM unnest(v_check) k WHERE k IS NOT NULL) u
+              FROM (SELECT st, false AS x FROM unnest(v_stripes) st
+                    UNION ALL SELECT es.lock_stripe(k), true FROM unnest(v_check) k WHERE k IS NOT NULL) u
              GROUP BY st ORDER BY st) s;
     PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(s.k) ELSE pg_advisory_xact_lock_shared(s.k) END)
       FROM (SELECT k, bool_or(x) AS x

@@ -141,12 +141,15 @@ END $$;
 --    event matching the item carries them all), else each of its types, else
 --    the "any event" key. It waits for every in-flight writer of a matching
 --    event, and such writers wait for it;
---  * a batch with more than 32 write keys locks their 512 coarse stripes
---    EXCLUSIVELY instead (the lock table is bounded: one lock per tag of a
---    10,000-tag batch could exhaust it), and conditions also take a SHARED
---    lock on the stripe of each of their keys, so conditions on disjoint keys
---    still never wait for each other. Such a batch still takes the "any
---    event" key itself.
+--  * a batch with more than 32 write keys locks their stripes (512 coarse
+--    buckets of keys) SHARED instead, since the lock table is bounded: one
+--    lock per tag of a 10,000-tag batch could exhaust it. Such a batch still
+--    takes the "any event" key itself. A condition takes the stripe of each
+--    of its keys EXCLUSIVELY, so it waits for such batches and they for it.
+--    Big batches never wait for each other (before 00012 they took their
+--    stripes exclusively and queued behind each other: 100-event appends did
+--    not scale past one client); the price is that two conditions whose keys
+--    fall in one stripe (1 in 512) wait for each other.
 -- All locks are taken stripes first, then keys, each in ascending order with
 -- the strongest mode per lock, so lock waits cannot deadlock. The common
 -- case (a writer of up to 32 keys, no condition) is one statement over a
@@ -157,8 +160,8 @@ RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
 DECLARE
     v_any bigint := es.lock_key(p_tenant_id, 'a', '');
     v_write bigint[];   -- sorted, distinct: shared
-    v_stripes int[];    -- sorted, distinct: exclusive (a batch of many keys)
-    v_check bigint[];   -- exclusive
+    v_stripes int[];    -- sorted, distinct: shared (a batch of many keys)
+    v_check bigint[];   -- exclusive, and exclusive on their stripes
 BEGIN
     v_write := ARRAY(
         SELECT DISTINCT es.lock_key(p_tenant_id, kv.kind, kv.val)
@@ -186,8 +189,8 @@ BEGIN
          WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0);
     PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(1163067393, s.st) ELSE pg_advisory_xact_lock_shared(1163067393, s.st) END)
       FROM (SELECT st, bool_or(x) AS x
-              FROM (SELECT st, true AS x FROM unnest(v_stripes) st
-                    UNION ALL SELECT es.lock_stripe(k), false FROM unnest(v_check) k WHERE k IS NOT NULL) u
+              FROM (SELECT st, false AS x FROM unnest(v_stripes) st
+                    UNION ALL SELECT es.lock_stripe(k), true FROM unnest(v_check) k WHERE k IS NOT NULL) u
              GROUP BY st ORDER BY st) s;
     PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(s.k) ELSE pg_advisory_xact_lock_shared(s.k) END)
       FROM (SELECT k, bool_or(x) AS x

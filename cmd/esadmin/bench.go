@@ -30,6 +30,7 @@ func benchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "length of each measured phase"},
 			&cli.IntFlag{Name: "count", Usage: "calls per phase instead of --duration"},
+			&cli.IntFlag{Name: "rounds", Value: 1, Usage: "repeat every scenario this many times, alternating whether the store or the baseline runs first, and end with the spread of the ratios"},
 			&cli.StringFlag{Name: "clients", Usage: "comma-separated client counts (default: per scenario)"},
 			&cli.StringFlag{Name: "scenarios", Usage: "comma-separated scenario names (default: all)"},
 			&cli.StringFlag{Name: "tenants", Usage: "instead of the scenarios, measure at these tenant counts, e.g. 1,100,1000,10000 (creates bench_t_* tenants)"},
@@ -43,9 +44,12 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "markdown", Usage: "print the final table as Markdown (for bench/RESULTS.md)"},
 		},
 		Action: func(c *cli.Context) error {
-			cfg := bench.Config{Duration: c.Duration("duration"), Count: c.Int("count")}
+			cfg := bench.Config{Duration: c.Duration("duration"), Count: c.Int("count"), Rounds: c.Int("rounds")}
 			if cfg.Duration <= 0 && cfg.Count <= 0 {
 				return usagef("--duration or --count must be positive")
+			}
+			if cfg.Rounds < 1 || cfg.Rounds > 100 {
+				return usagef("--rounds %d: use 1 to 100", cfg.Rounds)
 			}
 			if s := c.String("scenarios"); s != "" {
 				cfg.Scenarios = strings.Split(s, ",")
@@ -117,9 +121,15 @@ func benchCommand() *cli.Command {
 			case c.Bool("json"):
 				return json.NewEncoder(c.App.Writer).Encode(results)
 			case c.Bool("markdown"):
-				return writeMarkdown(c, results)
+				if err := writeMarkdown(c, results); err != nil {
+					return err
+				}
+				return writeSpread(c, results)
 			}
-			return writeTable(c, results)
+			if err := writeTable(c, results); err != nil {
+				return err
+			}
+			return writeSpread(c, results)
 		},
 	}
 }
@@ -153,6 +163,26 @@ func writeNotes(c *cli.Context, results []bench.Result) error {
 	for _, r := range results {
 		if r.Note != "" {
 			_, err := fmt.Fprintln(c.App.Writer)
+			return err
+		}
+	}
+	return nil
+}
+
+// writeSpread prints, for runs of several rounds, each scenario's median
+// ratio with its range, as Markdown.
+func writeSpread(c *cli.Context, results []bench.Result) error {
+	if c.Int("rounds") < 2 {
+		return nil
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
+	w := c.App.Writer
+	fmt.Fprintf(w, "\nOver %d alternating rounds (medians; ratio min-max):\n\n", c.Int("rounds"))
+	fmt.Fprintln(w, "| scenario | clients | events/s | p50 ms | p99 ms | ratio | ratio range |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	for _, s := range bench.Summarize(results) {
+		if _, err := fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %.2f | %.2f-%.2f |\n", s.Scenario, s.Clients,
+			s.EventsPerSecMedian, ms(s.P50Median), ms(s.P99Median), s.RatioMedian, s.RatioMin, s.RatioMax); err != nil {
 			return err
 		}
 	}
