@@ -277,3 +277,51 @@ func TestStreamOrderUnderLoadWithMultiWriteTransactions(t *testing.T) {
 		t.Fatal("no append was refused for its order: the load did not exercise the hazard")
 	}
 }
+
+// A conditional append whose boundary is busy (another append of it in
+// flight) fails at once when what has committed already violates its
+// condition, instead of queueing behind the one in flight: a contended
+// boundary's losers fail fast.
+func TestBusyBoundaryFailsFastOnACommittedConflict(t *testing.T) {
+	ctx := context.Background()
+	ts, pool := newTenant(t)
+	first, err := ts.Append(ctx, []pges.EventData{tagged("Subscribed", "course:busy")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, `SELECT es.append_events(set_config('es.tenant_id', $1, true),
+		'[{"type":"Subscribed","payload":{},"tags":["course:busy"]}]', '[{"tags":["course:busy"]}]', $2)`,
+		ts.TenantID(), first.Positions[0]); err != nil {
+		t.Fatal(err)
+	}
+	quick, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = ts.Append(quick, []pges.EventData{tagged("Subscribed", "course:busy")},
+		&pges.AppendCondition{FailIfEventsMatch: pges.Tags("course:busy")})
+	if !errors.Is(err, pges.ErrAppendConditionViolated) {
+		t.Fatalf("append on a busy boundary with a committed conflict: %v, want a violation at once", err)
+	}
+	// Without a committed conflict it still waits for the one in flight.
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := ts.Append(ctx, []pges.EventData{tagged("Subscribed", "course:busy")},
+			&pges.AppendCondition{FailIfEventsMatch: pges.Tags("course:busy"), After: first.Positions[0]})
+		blocked <- err
+	}()
+	select {
+	case err := <-blocked:
+		t.Fatalf("append on a busy boundary without a committed conflict did not wait: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-blocked; !errors.Is(err, pges.ErrAppendConditionViolated) {
+		t.Fatalf("after the holder committed: %v, want a violation", err)
+	}
+}

@@ -61,12 +61,14 @@ type Result struct {
 	Clients  int    `json:"clients"`
 	Calls    int64  `json:"calls"`
 	Events   int64  `json:"events"`
-	// Conflicts counts calls refused by a DCB condition (contended runs).
-	Conflicts int64         `json:"conflicts,omitempty"`
-	Elapsed   time.Duration `json:"elapsed_ns"`
-	P50       time.Duration `json:"p50_ns"`
-	P95       time.Duration `json:"p95_ns"`
-	P99       time.Duration `json:"p99_ns"`
+	// Conflicts counts calls refused by a DCB condition (contended runs);
+	// ConflictP50 is their median latency: how fast a loser learns it lost.
+	Conflicts   int64         `json:"conflicts,omitempty"`
+	ConflictP50 time.Duration `json:"conflict_p50_ns,omitempty"`
+	Elapsed     time.Duration `json:"elapsed_ns"`
+	P50         time.Duration `json:"p50_ns"`
+	P95         time.Duration `json:"p95_ns"`
+	P99         time.Duration `json:"p99_ns"`
 	// Max is the slowest call.
 	Max time.Duration `json:"max_ns,omitempty"`
 	// EventsPerSec is Events / Elapsed.
@@ -324,7 +326,7 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 	var (
 		calls, events, conflicts atomic.Int64
 		mu                       sync.Mutex
-		latencies                []time.Duration
+		latencies, lost          []time.Duration
 		firstErr                 error
 		wg                       sync.WaitGroup
 	)
@@ -350,6 +352,7 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 		go func() {
 			defer wg.Done()
 			local := make([]time.Duration, 0, 4096)
+			var localLost []time.Duration
 			for {
 				i := calls.Add(1) - 1
 				if r.cfg.Count > 0 && i >= int64(r.cfg.Count) || r.cfg.Count <= 0 && time.Now().After(deadline) || ctx.Err() != nil {
@@ -367,6 +370,7 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 				local = append(local, time.Since(t0))
 				if errors.Is(err, pges.ErrAppendConditionViolated) {
 					conflicts.Add(1)
+					localLost = append(localLost, local[len(local)-1])
 					continue
 				}
 				if err != nil {
@@ -382,6 +386,7 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 			}
 			mu.Lock()
 			latencies = append(latencies, local...)
+			lost = append(lost, localLost...)
 			mu.Unlock()
 		}()
 	}
@@ -397,6 +402,8 @@ func (r *runner) measure(ctx context.Context, name string, clients int, fn op) (
 	if len(latencies) > 0 {
 		res.Max = latencies[len(latencies)-1]
 	}
+	slices.Sort(lost)
+	res.ConflictP50 = percentile(lost, 0.50)
 	if elapsed > 0 {
 		res.EventsPerSec = float64(res.Events) / elapsed.Seconds()
 	}

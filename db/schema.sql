@@ -133,7 +133,17 @@ BEGIN
         PERFORM es.check_query(p_fail_if);
         PERFORM es.require_read_committed();
     END IF;
-    PERFORM es.lock_boundary(p_tenant_id, p_events, p_fail_if);
+    IF p_fail_if IS NULL THEN
+        PERFORM es.lock_boundary(p_tenant_id, p_events, NULL);
+    ELSIF NOT es.try_boundary(p_tenant_id, p_events, p_fail_if) THEN
+        -- The boundary is busy: an append or a read of it is in flight. If
+        -- what has committed already violates the condition, fail now
+        -- instead of queueing behind it (a contended boundary's losers).
+        v_conflict := es.first_match(p_tenant_id, p_fail_if, coalesce(p_after, 0));
+        IF v_conflict IS NULL THEN
+            PERFORM es.lock_boundary(p_tenant_id, p_events, p_fail_if);
+        END IF;
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM 1 FROM es.tenants t WHERE t.tenant_id = p_tenant_id FOR KEY SHARE;
     END IF;
@@ -141,7 +151,8 @@ BEGIN
         PERFORM es.check_tenant(p_tenant_id, true, false); -- raises ES005 or ES006
     END IF;
     IF p_fail_if IS NOT NULL THEN
-        v_conflict := es.first_match(p_tenant_id, p_fail_if, coalesce(p_after, 0));
+        -- Under the locks: every matching event has committed or is ours.
+        v_conflict := coalesce(v_conflict, es.first_match(p_tenant_id, p_fail_if, coalesce(p_after, 0)));
         IF v_conflict IS NOT NULL THEN
             -- A retry of an append that succeeded returns its first result.
             SELECT f.positions INTO v_positions FROM es.find_appended(p_tenant_id, NULL, p_events) f;
@@ -259,6 +270,48 @@ BEGIN
           FROM es.find_appended(p_tenant_id, p_stream_id, p_events) f;
         PERFORM es.resync_stream(p_tenant_id, p_stream_id);
     END IF;
+END $$;
+
+
+--
+-- Name: boundary_locks(text, jsonb, jsonb); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.boundary_locks(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS TABLE(stripe integer, k bigint, x boolean)
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'auto'
+    AS $$
+DECLARE
+    v_any bigint := es.lock_key(p_tenant_id, 'a', '');
+    v_write bigint[] := es.write_keys(p_tenant_id, p_events); -- shared
+    v_stripes int[];  -- shared (a batch of many keys)
+    v_check bigint[]; -- exclusive, and exclusive on their stripes
+BEGIN
+    IF cardinality(v_write) > 32 THEN
+        v_stripes := ARRAY(SELECT DISTINCT es.lock_stripe(w) FROM unnest(v_write) w ORDER BY 1);
+        v_write := ARRAY[v_any];
+    END IF;
+    v_check := ARRAY(
+        SELECT CASE
+                   WHEN jsonb_array_length(coalesce(q->'tags', '[]')) > 0
+                       THEN es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t))
+                   WHEN jsonb_array_length(coalesce(q->'types', '[]')) = 0 THEN v_any END
+          FROM jsonb_array_elements(coalesce(p_query, '[]')) q
+        UNION
+        SELECT es.lock_key(p_tenant_id, 'y', y)
+          FROM jsonb_array_elements(coalesce(p_query, '[]')) q, jsonb_array_elements_text(q->'types') y
+         WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0);
+    RETURN QUERY
+        SELECT u.st, NULL::bigint, bool_or(u.x)
+          FROM (SELECT st, false AS x FROM unnest(v_stripes) st
+                UNION ALL SELECT es.lock_stripe(c), true FROM unnest(v_check) c WHERE c IS NOT NULL) u
+         GROUP BY u.st
+        UNION ALL
+        SELECT NULL::int, u.k, bool_or(u.x)
+          FROM (SELECT w AS k, false AS x FROM unnest(v_write) w
+                UNION ALL SELECT c, true FROM unnest(v_check) c WHERE c IS NOT NULL) u
+         GROUP BY u.k
+        ORDER BY 1 NULLS LAST, 2;
 END $$;
 
 
@@ -1037,48 +1090,24 @@ END $$;
 CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS void
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'auto'
-    AS $_$
+    AS $$
 DECLARE
-    v_any bigint := es.lock_key(p_tenant_id, 'a', '');
-    v_write bigint[];   -- sorted, distinct: shared
-    v_stripes int[];    -- sorted, distinct: shared (a batch of many keys)
-    v_check bigint[];   -- exclusive, and exclusive on their stripes
+    v_write bigint[];
 BEGIN
-    v_write := ARRAY(
-        SELECT DISTINCT es.lock_key(p_tenant_id, kv.kind, kv.val)
-          FROM (SELECT 'a' AS kind, '' AS val
-                UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
-                UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv
-         ORDER BY 1);
-    IF p_query IS NULL AND cardinality(v_write) <= 32 THEN
-        PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(v_write) k;
-        RETURN;
+    IF p_query IS NULL THEN
+        v_write := es.write_keys(p_tenant_id, p_events);
+        IF cardinality(v_write) <= 32 THEN
+            PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(v_write) k;
+            RETURN;
+        END IF;
     END IF;
-    IF cardinality(v_write) > 32 THEN
-        v_stripes := ARRAY(SELECT DISTINCT es.lock_stripe(k) FROM unnest(v_write) k ORDER BY 1);
-        v_write := ARRAY[v_any];
-    END IF;
-    v_check := ARRAY(
-        SELECT CASE
-                   WHEN jsonb_array_length(coalesce(q->'tags', '[]')) > 0
-                       THEN es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t))
-                   WHEN jsonb_array_length(coalesce(q->'types', '[]')) = 0 THEN v_any END
-          FROM jsonb_array_elements(coalesce(p_query, '[]')) q
-        UNION
-        SELECT es.lock_key(p_tenant_id, 'y', y)
-          FROM jsonb_array_elements(coalesce(p_query, '[]')) q, jsonb_array_elements_text(q->'types') y
-         WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0);
-    PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(1163067393, s.st) ELSE pg_advisory_xact_lock_shared(1163067393, s.st) END)
-      FROM (SELECT st, bool_or(x) AS x
-              FROM (SELECT st, false AS x FROM unnest(v_stripes) st
-                    UNION ALL SELECT es.lock_stripe(k), true FROM unnest(v_check) k WHERE k IS NOT NULL) u
-             GROUP BY st ORDER BY st) s;
-    PERFORM count(CASE WHEN s.x THEN pg_advisory_xact_lock(s.k) ELSE pg_advisory_xact_lock_shared(s.k) END)
-      FROM (SELECT k, bool_or(x) AS x
-              FROM (SELECT k, false AS x FROM unnest(v_write) k
-                    UNION ALL SELECT k, true FROM unnest(v_check) k WHERE k IS NOT NULL) u
-             GROUP BY k ORDER BY k) s;
-END $_$;
+    PERFORM count(CASE
+                WHEN l.stripe IS NOT NULL AND l.x THEN pg_advisory_xact_lock(1163067393, l.stripe)
+                WHEN l.stripe IS NOT NULL THEN pg_advisory_xact_lock_shared(1163067393, l.stripe)
+                WHEN l.x THEN pg_advisory_xact_lock(l.k)
+                ELSE pg_advisory_xact_lock_shared(l.k) END)
+      FROM es.boundary_locks(p_tenant_id, p_events, p_query) l;
+END $$;
 
 
 --
@@ -1779,6 +1808,30 @@ END $$;
 
 
 --
+-- Name: try_boundary(text, jsonb, jsonb); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.try_boundary(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS boolean
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'auto'
+    AS $$
+DECLARE
+    l record;
+BEGIN
+    FOR l IN SELECT * FROM es.boundary_locks(p_tenant_id, p_events, p_query) LOOP
+        IF NOT (CASE
+                WHEN l.stripe IS NOT NULL AND l.x THEN pg_try_advisory_xact_lock(1163067393, l.stripe)
+                WHEN l.stripe IS NOT NULL THEN pg_try_advisory_xact_lock_shared(1163067393, l.stripe)
+                WHEN l.x THEN pg_try_advisory_xact_lock(l.k)
+                ELSE pg_try_advisory_xact_lock_shared(l.k) END) THEN
+            RETURN false;
+        END IF;
+    END LOOP;
+    RETURN true;
+END $$;
+
+
+--
 -- Name: validate_events(jsonb); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1855,6 +1908,24 @@ BEGIN
     SELECT array_agg(position ORDER BY position) INTO v_positions FROM ins;
     RETURN coalesce(v_positions, '{}');
 END $$;
+
+
+--
+-- Name: write_keys(text, jsonb); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.write_keys(p_tenant_id text, p_events jsonb) RETURNS bigint[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET plan_cache_mode TO 'auto'
+    AS $_$
+BEGIN
+    RETURN ARRAY(
+        SELECT DISTINCT es.lock_key(p_tenant_id, kv.kind, kv.val)
+          FROM (SELECT 'a' AS kind, '' AS val
+                UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
+                UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv
+         ORDER BY 1);
+END $_$;
 
 
 --
@@ -4762,6 +4833,13 @@ REVOKE ALL ON FUNCTION es.analyze_tenant(p_tenant_id text) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION boundary_locks(p_tenant_id text, p_events jsonb, p_query jsonb); Type: ACL; Schema: es; Owner: -
+--
+
+REVOKE ALL ON FUNCTION es.boundary_locks(p_tenant_id text, p_events jsonb, p_query jsonb) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION check_batch(p_events jsonb); Type: ACL; Schema: es; Owner: -
 --
 
@@ -5014,6 +5092,13 @@ REVOKE ALL ON FUNCTION es.tenant_stats(p_tenant_id text, OUT events bigint, OUT 
 
 
 --
+-- Name: FUNCTION try_boundary(p_tenant_id text, p_events jsonb, p_query jsonb); Type: ACL; Schema: es; Owner: -
+--
+
+REVOKE ALL ON FUNCTION es.try_boundary(p_tenant_id text, p_events jsonb, p_query jsonb) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION validate_events(p_events jsonb); Type: ACL; Schema: es; Owner: -
 --
 
@@ -5025,6 +5110,13 @@ REVOKE ALL ON FUNCTION es.validate_events(p_events jsonb) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION es.write_events(p_tenant_id text, p_stream_id text, p_base_version bigint, p_events jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION write_keys(p_tenant_id text, p_events jsonb); Type: ACL; Schema: es; Owner: -
+--
+
+REVOKE ALL ON FUNCTION es.write_keys(p_tenant_id text, p_events jsonb) FROM PUBLIC;
 
 
 --

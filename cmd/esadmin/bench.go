@@ -153,6 +153,15 @@ func writeTable(c *cli.Context, results []bench.Result) error {
 
 // writeNotes prints what scenarios measured beyond the table's columns.
 func writeNotes(c *cli.Context, results []bench.Result) error {
+	for i, r := range results {
+		if r.Conflicts > 0 {
+			note := fmt.Sprintf("%d calls lost to a condition, their p50 %.2f ms", r.Conflicts, float64(r.ConflictP50)/1e6)
+			if r.Note != "" {
+				note = r.Note + "; " + note
+			}
+			results[i].Note = note
+		}
+	}
 	for _, r := range results {
 		if r.Note != "" {
 			if _, err := fmt.Fprintf(c.App.Writer, "\n%s, %d clients: %s", r.Scenario, r.Clients, r.Note); err != nil {
