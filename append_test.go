@@ -129,7 +129,7 @@ func detailOf(err error) string {
 	return ""
 }
 
-// NOTES hazard 12, through the SQL API: T2 takes its transaction id first
+// docs/design.md, section 2, through the SQL API: T2 takes its transaction id first
 // (it writes something else), T1 (a larger id) appends version 1 and
 // commits, then T2 appends version 2. Subscribers deliver in (tx_id,
 // position) order, so v2 would come before v1: the append is refused with

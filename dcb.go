@@ -131,7 +131,7 @@ type ReadResult struct {
 }
 
 // Read runs a DCB query. It first waits for in-flight appends of events
-// matching q, so that Head is safe (NOTES.md hazard 5), then returns; the
+// matching q, so that Head is safe (docs/design.md, section 3), then returns; the
 // events are read in pages of ReadPageSize while Events is iterated, so a
 // result of any size is read in constant memory.
 func (t *TenantStore) Read(ctx context.Context, q Query, opts QueryOptions) (ReadResult, error) {

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// NOTES.md hazard 10, as met at 10,000 tenants (bench/RESULTS.md, issue
+// docs/design.md, section 5, as met at 10,000 tenants (bench/RESULTS.md, issue
 // #4): a generic plan of a statement on a partitioned table locks every
 // partition, and PL/pgSQL builds one on a connection's 6th call. Here, with
 // a few dozen tenants, ten calls of each stream function on a new

@@ -78,7 +78,7 @@ func (m *Manager) Export(ctx context.Context, id string, w io.Writer) (ExportRes
 	}
 	// One snapshot for the whole export: paging by position in separate
 	// statements could skip an event with a lower position that commits
-	// after its page was read (NOTES.md hazard 2).
+	// after its page was read (docs/design.md, section 1).
 	tx, err := m.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return res, err
