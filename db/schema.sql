@@ -118,14 +118,13 @@ CREATE FUNCTION es.append_events(p_tenant_id text, p_events jsonb, p_fail_if jso
     AS $$
 DECLARE
     v_early boolean := pg_current_xact_id_if_assigned() IS NOT NULL;
-    v_n int;
     v_conflict bigint;
     v_positions bigint[];
 BEGIN
     IF p_tenant_id IS DISTINCT FROM current_setting('es.tenant_id', true) THEN
         PERFORM es.require_tenant(p_tenant_id); -- raises ES010
     END IF;
-    v_n := es.check_batch(p_events);
+    PERFORM es.check_batch(p_events);
     IF p_after < 0 THEN
         PERFORM es.raise('ES004', format('invalid condition position %s: use 0 or more', p_after));
     END IF;
@@ -167,14 +166,7 @@ BEGIN
     IF v_early THEN
         PERFORM es.check_order(p_tenant_id);
     END IF;
-    v_positions := es.write_events(p_tenant_id, NULL, 0, p_events);
-    IF cardinality(v_positions) < v_n THEN
-        IF cardinality(v_positions) > 0 THEN
-            PERFORM es.raise('ES007', 'event ids were appended before with other content; use new ids for new events');
-        END IF;
-        SELECT f.positions INTO v_positions FROM es.find_appended(p_tenant_id, NULL, p_events) f;
-    END IF;
-    RETURN v_positions;
+    RETURN es.write_events(p_tenant_id, NULL, 0, p_events);
 END $$;
 
 
@@ -193,6 +185,7 @@ DECLARE
     v_me xid8;
     v_current bigint;
     v_head record;
+    v_last_id uuid;
 BEGIN
     IF p_tenant_id IS DISTINCT FROM current_setting('es.tenant_id', true) THEN
         PERFORM es.require_tenant(p_tenant_id); -- raises ES010
@@ -204,6 +197,7 @@ BEGIN
         PERFORM es.raise('ES004', format('invalid expected version %s: use -1 (any), 0 (no stream), -2 (stream exists) or a version from 1 to 2^52', p_expected_version));
     END IF;
     v_n := es.check_batch(p_events);
+    v_last_id := (p_events->-1->>'id')::uuid;
     -- Appends to one stream queue here, before any other lock of the call,
     -- and take their transaction id only once it is their turn: a waiter
     -- that took an id first would carry a smaller one than the holder it
@@ -218,10 +212,11 @@ BEGIN
     END IF;
     v_me := pg_current_xact_id();
 
-    UPDATE es.streams s SET version = s.version + v_n, last_tx = v_me
+    UPDATE es.streams s SET version = s.version + v_n, last_tx = v_me, last_event_id = v_last_id
      WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id
        AND NOT s.deleted AND s.last_tx <= v_me AND s.version > 0
        AND (p_expected_version < 0 OR s.version = p_expected_version)
+       AND (v_last_id IS NULL OR s.last_event_id IS DISTINCT FROM v_last_id)
        AND EXISTS (SELECT 1 FROM es.tenants t WHERE t.tenant_id = p_tenant_id AND t.status = 'active')
     RETURNING s.version - v_n INTO v_current;
 
@@ -230,7 +225,7 @@ BEGIN
         PERFORM es.check_tenant(p_tenant_id, true, false); -- raises ES005 or ES006
         v_head := es.lock_stream(p_tenant_id, p_stream_id);
         v_current := v_head.version;
-        IF v_head.deleted
+        IF v_head.deleted OR v_head.last_event_id = v_last_id
            OR (p_expected_version = 0 AND v_current <> 0)
            OR (p_expected_version = -2 AND v_current = 0)
            OR (p_expected_version > 0 AND v_current <> p_expected_version) THEN
@@ -252,7 +247,7 @@ BEGIN
                 'stream %L: its last event was written by a later transaction (%s) than this one (%s): retry the append in a new transaction',
                 p_stream_id, v_head.last_tx, v_me));
         END IF;
-        UPDATE es.streams s SET version = v_current + v_n, last_tx = v_me
+        UPDATE es.streams s SET version = v_current + v_n, last_tx = v_me, last_event_id = v_last_id
          WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
     END IF;
     IF v_early THEN
@@ -261,15 +256,6 @@ BEGIN
 
     positions := es.write_events(p_tenant_id, p_stream_id, v_current, p_events);
     stream_version := v_current + v_n;
-    IF cardinality(positions) < v_n THEN
-        -- Some ids were there already: the whole batch is a retry, or ES007.
-        IF cardinality(positions) > 0 THEN
-            PERFORM es.raise('ES007', 'event ids were appended before with other content; use new ids for new events');
-        END IF;
-        SELECT f.stream_version, f.positions INTO stream_version, positions
-          FROM es.find_appended(p_tenant_id, p_stream_id, p_events) f;
-        PERFORM es.resync_stream(p_tenant_id, p_stream_id);
-    END IF;
 END $$;
 
 
@@ -710,7 +696,7 @@ BEGIN
     IF v_early THEN
         PERFORM es.check_order(p_tenant_id);
     END IF;
-    UPDATE es.streams s SET version = v_head.version + 1, last_tx = pg_current_xact_id(), deleted = true
+    UPDATE es.streams s SET version = v_head.version + 1, last_tx = pg_current_xact_id(), last_event_id = NULL, deleted = true
      WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
     PERFORM es.write_events(p_tenant_id, p_stream_id, v_head.version, v_tombstone);
     RETURN v_head.version + 1;
@@ -838,9 +824,10 @@ END $$;
 
 CREATE FUNCTION es.first_match(p_tenant_id text, p_query jsonb, p_after bigint) RETURNS bigint
     LANGUAGE plpgsql
-    SET plan_cache_mode TO 'force_custom_plan'
-    AS $$
+    SET plan_cache_mode TO 'auto'
+    AS $_$
 DECLARE
+    v_dedicated boolean := to_regclass(format('es.%I', 'events_' || p_tenant_id)) IS NOT NULL;
     v_item jsonb;
     v_tags text[];
     v_types text[];
@@ -849,19 +836,27 @@ BEGIN
     FOR v_item IN SELECT value FROM jsonb_array_elements(p_query) LOOP
         v_tags := ARRAY(SELECT jsonb_array_elements_text(v_item->'tags'));
         v_types := ARRAY(SELECT jsonb_array_elements_text(v_item->'types'));
-        IF cardinality(v_tags) > 0 THEN
-            -- "+ 0" keeps the planner from ANDing a position range scan
-            -- of the whole partition with the GIN lookup.
-            SELECT e.position INTO v_position FROM es.events e
+        IF v_dedicated THEN
+            -- On es.events, not the partition itself: a drop of the tenant
+            -- may remove that under a lock-free look (es.append_events).
+            -- "+ 0" keeps the planner from ANDing a position range scan of
+            -- the whole partition with the GIN lookup.
+            EXECUTE format('SELECT e.position FROM es.events e WHERE e.tenant_id = $4 AND %s LIMIT 1', CASE
+                WHEN cardinality(v_tags) > 0 THEN 'e.tags @> $1 AND e.position + 0 > $3 AND (cardinality($2) = 0 OR e.event_type = ANY ($2))'
+                WHEN cardinality(v_types) > 0 THEN 'e.event_type = ANY ($2) AND e.position > $3'
+                ELSE 'e.position > $3' END)
+              INTO v_position USING v_tags, v_types, p_after, p_tenant_id;
+        ELSIF cardinality(v_tags) > 0 THEN
+            SELECT e.position INTO v_position FROM es."events$shared" e
              WHERE e.tenant_id = p_tenant_id AND e.tags @> v_tags AND e.position + 0 > p_after
                AND (cardinality(v_types) = 0 OR e.event_type = ANY (v_types))
              LIMIT 1;
         ELSIF cardinality(v_types) > 0 THEN
-            SELECT e.position INTO v_position FROM es.events e
+            SELECT e.position INTO v_position FROM es."events$shared" e
              WHERE e.tenant_id = p_tenant_id AND e.event_type = ANY (v_types) AND e.position > p_after
              LIMIT 1;
         ELSE
-            SELECT e.position INTO v_position FROM es.events e
+            SELECT e.position INTO v_position FROM es."events$shared" e
              WHERE e.tenant_id = p_tenant_id AND e.position > p_after
              LIMIT 1;
         END IF;
@@ -870,7 +865,7 @@ BEGIN
         END IF;
     END LOOP;
     RETURN NULL;
-END $$;
+END $_$;
 
 
 --
@@ -1125,23 +1120,23 @@ $$;
 -- Name: lock_stream(text, text); Type: FUNCTION; Schema: es; Owner: -
 --
 
-CREATE FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT deleted boolean) RETURNS record
+CREATE FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT last_event_id uuid, OUT deleted boolean) RETURNS record
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_custom_plan'
     AS $_$
 BEGIN
     LOOP
-        SELECT s.version, s.last_tx, s.deleted INTO version, last_tx, deleted
+        SELECT s.version, s.last_tx, s.last_event_id, s.deleted INTO version, last_tx, last_event_id, deleted
           FROM es.streams s WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id FOR UPDATE;
         IF FOUND THEN
             RETURN;
         END IF;
-        SELECT e.stream_version, e.tx_id, e.event_type = '$tombstone' INTO version, last_tx, deleted
+        SELECT e.stream_version, e.tx_id, e.event_id, e.event_type = '$tombstone' INTO version, last_tx, last_event_id, deleted
           FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
          ORDER BY e.stream_version DESC LIMIT 1;
         -- A concurrent creator's row wins; the next turn locks it.
-        INSERT INTO es.streams (tenant_id, stream_id, version, last_tx, deleted)
-        VALUES (p_tenant_id, p_stream_id, coalesce(version, 0), coalesce(last_tx, '0'), coalesce(deleted, false))
+        INSERT INTO es.streams (tenant_id, stream_id, version, last_tx, last_event_id, deleted)
+        VALUES (p_tenant_id, p_stream_id, coalesce(version, 0), coalesce(last_tx, '0'), last_event_id, coalesce(deleted, false))
         ON CONFLICT DO NOTHING;
     END LOOP;
 END $_$;
@@ -1553,20 +1548,6 @@ END $$;
 
 
 --
--- Name: resync_stream(text, text); Type: FUNCTION; Schema: es; Owner: -
---
-
-CREATE FUNCTION es.resync_stream(p_tenant_id text, p_stream_id text) RETURNS void
-    LANGUAGE plpgsql
-    SET plan_cache_mode TO 'force_custom_plan'
-    AS $$
-BEGIN
-    DELETE FROM es.streams s WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
-    PERFORM es.lock_stream(p_tenant_id, p_stream_id);
-END $$;
-
-
---
 -- Name: save_snapshot(text, text, bigint, integer, jsonb); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1903,10 +1884,9 @@ BEGIN
                coalesce(ARRAY(SELECT jsonb_array_elements_text(ev->'tags')), '{}')
           FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
          ORDER BY ord
-        ON CONFLICT (tenant_id, event_id) DO NOTHING
         RETURNING position)
     SELECT array_agg(position ORDER BY position) INTO v_positions FROM ins;
-    RETURN coalesce(v_positions, '{}');
+    RETURN v_positions;
 END $$;
 
 
@@ -2665,6 +2645,7 @@ CREATE TABLE es.streams (
     stream_id text NOT NULL,
     version bigint NOT NULL,
     last_tx xid8 NOT NULL,
+    last_event_id uuid,
     deleted boolean DEFAULT false NOT NULL
 )
 WITH (fillfactor='70');
@@ -4980,10 +4961,10 @@ REVOKE ALL ON FUNCTION es.lock_key(p_tenant_id text, p_kind text, p_value text) 
 
 
 --
--- Name: FUNCTION lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT deleted boolean); Type: ACL; Schema: es; Owner: -
+-- Name: FUNCTION lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT last_event_id uuid, OUT deleted boolean); Type: ACL; Schema: es; Owner: -
 --
 
-REVOKE ALL ON FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT deleted boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT last_event_id uuid, OUT deleted boolean) FROM PUBLIC;
 
 
 --
@@ -5054,13 +5035,6 @@ REVOKE ALL ON FUNCTION es.require_read_committed() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION es.require_tenant(p_tenant_id text) FROM PUBLIC;
-
-
---
--- Name: FUNCTION resync_stream(p_tenant_id text, p_stream_id text); Type: ACL; Schema: es; Owner: -
---
-
-REVOKE ALL ON FUNCTION es.resync_stream(p_tenant_id text, p_stream_id text) FROM PUBLIC;
 
 
 --

@@ -10,10 +10,12 @@
 --  * The tenant is read once per append, under the locks (the drop race needs
 --    that read; the one before the locks only duplicated it). The cheap
 --    guard before any lock is the es.tenant_id comparison.
---  * Event ids are idempotent in SQL too: the INSERT skips ids the tenant has
---    (ON CONFLICT DO NOTHING); a batch that wrote nothing is a retry (its
---    first result is returned) or a reuse (ES007). es.find_appended runs only
---    then, not on every Any/StreamExists append as before.
+--  * es.find_appended (is this batch a retry?) no longer runs on every
+--    Any/StreamExists append: only when a check fails, or when the batch's
+--    last id is the stream's last event's (es.streams.last_event_id: the
+--    retry of the latest append). A retry after later appends meets the
+--    unique event id (23505), as DCB appends always did; the Go API answers
+--    it with the first result.
 --  * Stream order for every writer (ES012): subscriptions deliver in
 --    (tx_id, position) order, and a transaction's id is fixed at its first
 --    write. An append is refused when
@@ -274,6 +276,9 @@ CREATE TABLE es.streams (
     stream_id text    NOT NULL,
     version   bigint  NOT NULL,
     last_tx   xid8    NOT NULL,
+    -- The id of the stream's last event, when its append gave one: an
+    -- append whose last id is this one is a retry, and takes the slow path.
+    last_event_id uuid,
     deleted   boolean NOT NULL DEFAULT false,
     PRIMARY KEY (tenant_id, stream_id)
 ) WITH (fillfactor = 70); -- room for HOT updates: every append updates its row
@@ -283,34 +288,23 @@ ALTER TABLE es.streams ENABLE ROW LEVEL SECURITY; -- no policy: the API's functi
 -- creating it from the stream's last event in es.events when it is missing.
 -- version 0: no such stream.
 -- +goose StatementBegin
-CREATE FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT deleted boolean)
+CREATE FUNCTION es.lock_stream(p_tenant_id text, p_stream_id text, OUT version bigint, OUT last_tx xid8, OUT last_event_id uuid, OUT deleted boolean)
 RETURNS record LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
     LOOP
-        SELECT s.version, s.last_tx, s.deleted INTO version, last_tx, deleted
+        SELECT s.version, s.last_tx, s.last_event_id, s.deleted INTO version, last_tx, last_event_id, deleted
           FROM es.streams s WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id FOR UPDATE;
         IF FOUND THEN
             RETURN;
         END IF;
-        SELECT e.stream_version, e.tx_id, e.event_type = '$tombstone' INTO version, last_tx, deleted
+        SELECT e.stream_version, e.tx_id, e.event_id, e.event_type = '$tombstone' INTO version, last_tx, last_event_id, deleted
           FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
          ORDER BY e.stream_version DESC LIMIT 1;
         -- A concurrent creator's row wins; the next turn locks it.
-        INSERT INTO es.streams (tenant_id, stream_id, version, last_tx, deleted)
-        VALUES (p_tenant_id, p_stream_id, coalesce(version, 0), coalesce(last_tx, '0'), coalesce(deleted, false))
+        INSERT INTO es.streams (tenant_id, stream_id, version, last_tx, last_event_id, deleted)
+        VALUES (p_tenant_id, p_stream_id, coalesce(version, 0), coalesce(last_tx, '0'), last_event_id, coalesce(deleted, false))
         ON CONFLICT DO NOTHING;
     END LOOP;
-END $$;
--- +goose StatementEnd
-
--- es.resync_stream sets a stream's row from es.events again: after an
--- append turned out to be a retry that wrote nothing, or an import.
--- +goose StatementBegin
-CREATE FUNCTION es.resync_stream(p_tenant_id text, p_stream_id text)
-RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
-BEGIN
-    DELETE FROM es.streams s WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
-    PERFORM es.lock_stream(p_tenant_id, p_stream_id);
 END $$;
 -- +goose StatementEnd
 
@@ -332,11 +326,14 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
--- es.write_events inserts a checked batch and returns the positions of the
--- events it wrote, in batch order. Ids the tenant already has are skipped
--- (the caller tells a retry from a reuse); new events without an id get one.
--- A generic plan of an INSERT locks es.events alone (rows are routed to
--- their leaf as they come), so it may be cached.
+-- es.write_events inserts a checked batch and returns the events' positions
+-- in batch order; new events without an id get one. An id the tenant has
+-- already is a unique violation (23505): the Go API then looks for the
+-- batch (es.find_appended) and returns its first result, or ErrEventIDConflict.
+-- (ON CONFLICT DO NOTHING would let SQL callers have that too, but its
+-- speculative insertion cost 20-40 us per append, measured.) A generic
+-- plan of an INSERT locks es.events alone (rows are routed to their leaf as
+-- they come), so it may be cached.
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION es.write_events(p_tenant_id text, p_stream_id text, p_base_version bigint, p_events jsonb)
 RETURNS bigint[] LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
@@ -351,10 +348,9 @@ BEGIN
                coalesce(ARRAY(SELECT jsonb_array_elements_text(ev->'tags')), '{}')
           FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
          ORDER BY ord
-        ON CONFLICT (tenant_id, event_id) DO NOTHING
         RETURNING position)
     SELECT array_agg(position ORDER BY position) INTO v_positions FROM ins;
-    RETURN coalesce(v_positions, '{}');
+    RETURN v_positions;
 END $$;
 -- +goose StatementEnd
 
@@ -362,9 +358,10 @@ END $$;
 -- p_expected_version: -1 any, 0 no stream, -2 the stream exists, n exactly n.
 -- The fast path is: the tenant guard, the batch check, the stream's queue
 -- lock, the boundary locks, one UPDATE of the stream's row (tenant active, version, order), one
--- INSERT. Everything else (a new stream, a failed check, a retry) takes the
--- slow path. A retry of an append that succeeded (same event ids and
--- content) returns its first result. Plans: the default (see es.streams).
+-- INSERT. Everything else (a new stream, a failed check, a retry of the
+-- latest append) takes the slow path, where a retry of an append that
+-- succeeded (same event ids and content) returns its first result. Plans:
+-- the default (see es.streams).
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION es.append_to_stream(p_tenant_id text, p_stream_id text, p_expected_version bigint, p_events jsonb,
                                                OUT stream_version bigint, OUT positions bigint[])
@@ -376,6 +373,7 @@ DECLARE
     v_me xid8;
     v_current bigint;
     v_head record;
+    v_last_id uuid;
 BEGIN
     IF p_tenant_id IS DISTINCT FROM current_setting('es.tenant_id', true) THEN
         PERFORM es.require_tenant(p_tenant_id); -- raises ES010
@@ -387,6 +385,7 @@ BEGIN
         PERFORM es.raise('ES004', format('invalid expected version %s: use -1 (any), 0 (no stream), -2 (stream exists) or a version from 1 to 2^52', p_expected_version));
     END IF;
     v_n := es.check_batch(p_events);
+    v_last_id := (p_events->-1->>'id')::uuid;
     -- Appends to one stream queue here, before any other lock of the call,
     -- and take their transaction id only once it is their turn: a waiter
     -- that took an id first would carry a smaller one than the holder it
@@ -401,10 +400,11 @@ BEGIN
     END IF;
     v_me := pg_current_xact_id();
 
-    UPDATE es.streams s SET version = s.version + v_n, last_tx = v_me
+    UPDATE es.streams s SET version = s.version + v_n, last_tx = v_me, last_event_id = v_last_id
      WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id
        AND NOT s.deleted AND s.last_tx <= v_me AND s.version > 0
        AND (p_expected_version < 0 OR s.version = p_expected_version)
+       AND (v_last_id IS NULL OR s.last_event_id IS DISTINCT FROM v_last_id)
        AND EXISTS (SELECT 1 FROM es.tenants t WHERE t.tenant_id = p_tenant_id AND t.status = 'active')
     RETURNING s.version - v_n INTO v_current;
 
@@ -413,7 +413,7 @@ BEGIN
         PERFORM es.check_tenant(p_tenant_id, true, false); -- raises ES005 or ES006
         v_head := es.lock_stream(p_tenant_id, p_stream_id);
         v_current := v_head.version;
-        IF v_head.deleted
+        IF v_head.deleted OR v_head.last_event_id = v_last_id
            OR (p_expected_version = 0 AND v_current <> 0)
            OR (p_expected_version = -2 AND v_current = 0)
            OR (p_expected_version > 0 AND v_current <> p_expected_version) THEN
@@ -435,7 +435,7 @@ BEGIN
                 'stream %L: its last event was written by a later transaction (%s) than this one (%s): retry the append in a new transaction',
                 p_stream_id, v_head.last_tx, v_me));
         END IF;
-        UPDATE es.streams s SET version = v_current + v_n, last_tx = v_me
+        UPDATE es.streams s SET version = v_current + v_n, last_tx = v_me, last_event_id = v_last_id
          WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
     END IF;
     IF v_early THEN
@@ -444,15 +444,6 @@ BEGIN
 
     positions := es.write_events(p_tenant_id, p_stream_id, v_current, p_events);
     stream_version := v_current + v_n;
-    IF cardinality(positions) < v_n THEN
-        -- Some ids were there already: the whole batch is a retry, or ES007.
-        IF cardinality(positions) > 0 THEN
-            PERFORM es.raise('ES007', 'event ids were appended before with other content; use new ids for new events');
-        END IF;
-        SELECT f.stream_version, f.positions INTO stream_version, positions
-          FROM es.find_appended(p_tenant_id, p_stream_id, p_events) f;
-        PERFORM es.resync_stream(p_tenant_id, p_stream_id);
-    END IF;
 END $$;
 -- +goose StatementEnd
 
@@ -466,14 +457,13 @@ RETURNS bigint[] LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET plan_cache_mode = auto AS $$
 DECLARE
     v_early boolean := pg_current_xact_id_if_assigned() IS NOT NULL;
-    v_n int;
     v_conflict bigint;
     v_positions bigint[];
 BEGIN
     IF p_tenant_id IS DISTINCT FROM current_setting('es.tenant_id', true) THEN
         PERFORM es.require_tenant(p_tenant_id); -- raises ES010
     END IF;
-    v_n := es.check_batch(p_events);
+    PERFORM es.check_batch(p_events);
     IF p_after < 0 THEN
         PERFORM es.raise('ES004', format('invalid condition position %s: use 0 or more', p_after));
     END IF;
@@ -515,14 +505,7 @@ BEGIN
     IF v_early THEN
         PERFORM es.check_order(p_tenant_id);
     END IF;
-    v_positions := es.write_events(p_tenant_id, NULL, 0, p_events);
-    IF cardinality(v_positions) < v_n THEN
-        IF cardinality(v_positions) > 0 THEN
-            PERFORM es.raise('ES007', 'event ids were appended before with other content; use new ids for new events');
-        END IF;
-        SELECT f.positions INTO v_positions FROM es.find_appended(p_tenant_id, NULL, p_events) f;
-    END IF;
-    RETURN v_positions;
+    RETURN es.write_events(p_tenant_id, NULL, 0, p_events);
 END $$;
 -- +goose StatementEnd
 
@@ -562,7 +545,7 @@ BEGIN
     IF v_early THEN
         PERFORM es.check_order(p_tenant_id);
     END IF;
-    UPDATE es.streams s SET version = v_head.version + 1, last_tx = pg_current_xact_id(), deleted = true
+    UPDATE es.streams s SET version = v_head.version + 1, last_tx = pg_current_xact_id(), last_event_id = NULL, deleted = true
      WHERE s.tenant_id = p_tenant_id AND s.stream_id = p_stream_id;
     PERFORM es.write_events(p_tenant_id, p_stream_id, v_head.version, v_tombstone);
     RETURN v_head.version + 1;
@@ -595,6 +578,59 @@ BEGIN
     VALUES (p_tenant_id, p_stream_id, p_stream_version, p_schema_version, p_state)
     ON CONFLICT (tenant_id, stream_id, stream_version)
     DO UPDATE SET schema_version = excluded.schema_version, state = excluded.state, created_at = now();
+END $$;
+-- +goose StatementEnd
+
+-- es.first_match returns the position of the first event after p_after that
+-- matches p_query, or NULL: the condition check of a conditional append,
+-- and the probe that lets a read of an empty boundary return at once
+-- (00010). A custom plan of it cost 150 us of planning per call. For a
+-- shared tenant it now runs cached generic plans on the shared partition,
+-- whose 16 leaves are pruned at run time to the tenant's (they lock 17
+-- tables, a fixed number, never a dedicated tenant's); a dedicated tenant's
+-- lookups are planned per call, as before.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.first_match(p_tenant_id text, p_query jsonb, p_after bigint)
+RETURNS bigint LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+DECLARE
+    v_dedicated boolean := to_regclass(format('es.%I', 'events_' || p_tenant_id)) IS NOT NULL;
+    v_item jsonb;
+    v_tags text[];
+    v_types text[];
+    v_position bigint;
+BEGIN
+    FOR v_item IN SELECT value FROM jsonb_array_elements(p_query) LOOP
+        v_tags := ARRAY(SELECT jsonb_array_elements_text(v_item->'tags'));
+        v_types := ARRAY(SELECT jsonb_array_elements_text(v_item->'types'));
+        IF v_dedicated THEN
+            -- On es.events, not the partition itself: a drop of the tenant
+            -- may remove that under a lock-free look (es.append_events).
+            -- "+ 0" keeps the planner from ANDing a position range scan of
+            -- the whole partition with the GIN lookup.
+            EXECUTE format('SELECT e.position FROM es.events e WHERE e.tenant_id = $4 AND %s LIMIT 1', CASE
+                WHEN cardinality(v_tags) > 0 THEN 'e.tags @> $1 AND e.position + 0 > $3 AND (cardinality($2) = 0 OR e.event_type = ANY ($2))'
+                WHEN cardinality(v_types) > 0 THEN 'e.event_type = ANY ($2) AND e.position > $3'
+                ELSE 'e.position > $3' END)
+              INTO v_position USING v_tags, v_types, p_after, p_tenant_id;
+        ELSIF cardinality(v_tags) > 0 THEN
+            SELECT e.position INTO v_position FROM es."events$shared" e
+             WHERE e.tenant_id = p_tenant_id AND e.tags @> v_tags AND e.position + 0 > p_after
+               AND (cardinality(v_types) = 0 OR e.event_type = ANY (v_types))
+             LIMIT 1;
+        ELSIF cardinality(v_types) > 0 THEN
+            SELECT e.position INTO v_position FROM es."events$shared" e
+             WHERE e.tenant_id = p_tenant_id AND e.event_type = ANY (v_types) AND e.position > p_after
+             LIMIT 1;
+        ELSE
+            SELECT e.position INTO v_position FROM es."events$shared" e
+             WHERE e.tenant_id = p_tenant_id AND e.position > p_after
+             LIMIT 1;
+        END IF;
+        IF v_position IS NOT NULL THEN
+            RETURN v_position;
+        END IF;
+    END LOOP;
+    RETURN NULL;
 END $$;
 -- +goose StatementEnd
 
@@ -658,7 +694,7 @@ END $$;
 DROP FUNCTION es.save_snapshot_00001(text, text, bigint, int, jsonb);
 DROP FUNCTION es.lock_boundary_00001(text, jsonb, jsonb);
 DROP FUNCTION es.check_batch_00001(jsonb);
-REVOKE EXECUTE ON FUNCTION es.check_order(text), es.lock_stream(text, text), es.resync_stream(text, text),
+REVOKE EXECUTE ON FUNCTION es.check_order(text), es.lock_stream(text, text),
     es.try_boundary(text, jsonb, jsonb), es.write_keys(text, jsonb), es.boundary_locks(text, jsonb, jsonb) FROM PUBLIC;
 
 -- +goose Down
