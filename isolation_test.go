@@ -3,6 +3,8 @@ package pges_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -94,7 +96,7 @@ func TestTenantIsolationAsRuntimeRole(t *testing.T) {
 		{"UPDATE es.events SET payload = '{}' WHERE tenant_id = $1", "permission denied"},
 		{"DELETE FROM es.events WHERE tenant_id = $1", "permission denied"},
 		{"UPDATE es.events SET payload = '{}'", "permission denied"}, // events are immutable, A's too
-		{"INSERT INTO es.events (tenant_id, position, event_id, event_type, payload) VALUES ($1, nextval('es.event_position'), gen_random_uuid(), 'X', '{}')", "row-level security"},
+		{"INSERT INTO es.events (tenant_id, position, event_id, event_type, payload) VALUES ($1, 1, gen_random_uuid(), 'X', '{}')", "permission denied"},
 		{"INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state) VALUES ($1, 's', 1, 1, '{}')", "row-level security"},
 		{"SELECT * FROM es.append_to_stream($1, 's', -1, '[{\"type\":\"X\",\"payload\":{}}]')", "not the tenant of this transaction"},
 		{"SELECT * FROM es.append_events($1, '[{\"type\":\"X\",\"payload\":{}}]')", "not the tenant of this transaction"},
@@ -159,12 +161,12 @@ func TestTenantIsolationAsRuntimeRole(t *testing.T) {
 	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false)", ghost); err != nil {
 		t.Fatal(err)
 	}
-	for _, sql := range []string{
-		"INSERT INTO es.events (tenant_id, position, event_id, event_type, payload) VALUES ($1, nextval('es.event_position'), gen_random_uuid(), 'X', '{}')",
-		"INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state) VALUES ($1, 's', 1, 1, '{}')",
+	for sql, want := range map[string]string{
+		"INSERT INTO es.events (tenant_id, position, event_id, event_type, payload) VALUES ($1, 1, gen_random_uuid(), 'X', '{}')": "permission denied",
+		"INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state) VALUES ($1, 's', 1, 1, '{}')":     "row-level security",
 	} {
-		if _, err := conn.Exec(ctx, sql, ghost); err == nil || !strings.Contains(err.Error(), "row-level security") {
-			t.Errorf("unregistered tenant: %s: %v, want a row-level security refusal", sql, err)
+		if _, err := conn.Exec(ctx, sql, ghost); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("unregistered tenant: %s: %v, want %q", sql, err, want)
 		}
 	}
 	if n := countEvents(t, admin, ghost); n != 0 {
@@ -191,5 +193,82 @@ func TestStoreSetsTheTenantPerStatement(t *testing.T) {
 				t.Fatalf("tenant %s read an event of the other tenant", id)
 			}
 		}
+	}
+}
+
+// The runtime role cannot forge its own tenant's log (issue 17): no row
+// reaches es.events but through the API's checks, which choose positions,
+// transaction ids and versions and refuse reserved types. Before migration
+// 00012 each of these INSERTs was accepted. Nor can it draw positions to
+// learn every tenant's write volume.
+func TestRuntimeRoleCannotForgeTheLog(t *testing.T) {
+	ctx := context.Background()
+	admin := testdb.Pool(t)
+	a := testdb.NewTenant(t, admin)
+	store, _ := pges.New(admin, nil)
+	mustAppend(t, store.Tenant(a), "s", pges.NoStream, tagged("Real", "k"))
+	before := fingerprint(t, admin, a)
+	conn, err := testdb.RuntimePool(t).Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false)", a); err != nil {
+		t.Fatal(err)
+	}
+	insert := "INSERT INTO es.events (tenant_id, position, tx_id, event_id, event_type, stream_id, stream_version, payload) VALUES ($1, %s, %s, gen_random_uuid(), %s, %s, %s, '{}')"
+	for name, sql := range map[string]string{
+		"position 2^62":       fmt.Sprintf(insert, "4611686018427387904", "pg_current_xact_id()", "'X'", "NULL", "NULL"),
+		"an old tx_id":        fmt.Sprintf(insert, "1000000000", "'3'::xid8", "'X'", "NULL", "NULL"),
+		"type $tombstone":     fmt.Sprintf(insert, "1000000001", "pg_current_xact_id()", "'$tombstone'", "'s'", "2"),
+		"a version gap":       fmt.Sprintf(insert, "1000000002", "pg_current_xact_id()", "'X'", "'s'", "7"),
+		"a stream's position": fmt.Sprintf(insert, "1000000003", "pg_current_xact_id()", "'X'", "'t'", "1"),
+	} {
+		if _, err := conn.Exec(ctx, sql, a); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("forged row (%s): %v, want permission denied", name, err)
+		}
+	}
+	for _, sql := range []string{"SELECT nextval('es.event_position')", "SELECT currval('es.event_position')",
+		"SELECT last_value FROM es.event_position", "SELECT * FROM es.streams"} {
+		if _, err := conn.Exec(ctx, sql); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("%s: %v, want permission denied", sql, err)
+		}
+	}
+	if fingerprint(t, admin, a) != before {
+		t.Fatal("the tenant's log changed")
+	}
+	// The API still writes for it.
+	if _, err := conn.Exec(ctx, `SELECT es.append_to_stream($1, 's', 1, '[{"type":"X","payload":{}}]')`, a); err != nil {
+		t.Fatalf("API append as the runtime role: %v", err)
+	}
+}
+
+// A query is bounded (100 items, 100 types in all): one call cannot fill
+// the lock table, whose default holds 6,400 locks (issue 17).
+func TestQueriesAreBounded(t *testing.T) {
+	ctx := context.Background()
+	ts, pool := newTenant(t)
+	big := make(pges.Query, 101)
+	for i := range big {
+		big[i] = pges.QueryItem{Tags: []string{fmt.Sprintf("t%d", i)}}
+	}
+	manyTypes := pges.Query{{Types: make([]string, 101)}}
+	for i := range manyTypes[0].Types {
+		manyTypes[0].Types[i] = fmt.Sprintf("T%d", i)
+	}
+	for name, q := range map[string]pges.Query{"101 items": big, "101 types": manyTypes} {
+		if _, err := ts.Read(ctx, q, pges.QueryOptions{}); !errors.Is(err, pges.ErrInvalidEvent) {
+			t.Errorf("read of %s: %v, want ErrInvalidEvent", name, err)
+		}
+		if _, err := ts.Append(ctx, []pges.EventData{tagged("X", "k")}, &pges.AppendCondition{FailIfEventsMatch: q}); !errors.Is(err, pges.ErrInvalidEvent) {
+			t.Errorf("condition of %s: %v, want ErrInvalidEvent", name, err)
+		}
+	}
+	if n := countEvents(t, pool, ts.TenantID()); n != 0 {
+		t.Fatalf("%d events written", n)
+	}
+	// The largest legal query works.
+	if _, err := ts.Read(ctx, big[:100], pges.QueryOptions{}); err != nil {
+		t.Fatalf("100 items: %v", err)
 	}
 }

@@ -415,7 +415,8 @@ DECLARE
     v_reason text;
 BEGIN
     -- The common, well-formed query passes one jsonpath test.
-    IF jsonb_typeof(p_query) = 'array' AND jsonb_array_length(p_query) > 0
+    IF jsonb_typeof(p_query) = 'array' AND jsonb_array_length(p_query) BETWEEN 1 AND 100
+       AND jsonb_array_length(jsonb_path_query_array(p_query, '$[*].types[*]')) <= 100
        AND NOT p_query @? '$[*] ? (@.type() != "object" || exists(@.keyvalue() ? (@.key != "types" && @.key != "tags"))
               || (exists(@.types) && @.types.type() != "array") || (exists(@.tags) && @.tags.type() != "array")
               || exists(@.types[*] ? (@.type() != "string" || @ == "" || @ like_regex "^.{200}." flag "s"))
@@ -425,6 +426,10 @@ BEGIN
     END IF;
     IF jsonb_typeof(p_query) IS DISTINCT FROM 'array' OR jsonb_array_length(p_query) = 0 THEN
         PERFORM es.raise('ES004', 'a query is a non-empty JSON array of items {"types":[...],"tags":[...]}; [{}] matches all events');
+    END IF;
+    IF jsonb_array_length(p_query) > 100 OR jsonb_array_length(jsonb_path_query_array(p_query, '$[*].types[*]')) > 100 THEN
+        PERFORM es.raise('ES004', format('a query has at most 100 items and 100 types in all (this one: %s items, %s types): each takes a lock',
+                                         jsonb_array_length(p_query), jsonb_array_length(jsonb_path_query_array(p_query, '$[*].types[*]'))));
     END IF;
     SELECT ord, reason INTO v_ord, v_reason FROM (
         SELECT ord, CASE
@@ -5013,7 +5018,7 @@ REVOKE ALL ON FUNCTION es.raise(p_code text, p_message text, p_detail text) FROM
 -- Name: TABLE events; Type: ACL; Schema: es; Owner: -
 --
 
-GRANT SELECT,INSERT ON TABLE es.events TO es_runtime;
+GRANT SELECT ON TABLE es.events TO es_runtime;
 
 
 --
@@ -5091,13 +5096,6 @@ REVOKE ALL ON FUNCTION es.write_events(p_tenant_id text, p_stream_id text, p_bas
 --
 
 REVOKE ALL ON FUNCTION es.write_keys(p_tenant_id text, p_events jsonb) FROM PUBLIC;
-
-
---
--- Name: SEQUENCE event_position; Type: ACL; Schema: es; Owner: -
---
-
-GRANT USAGE ON SEQUENCE es.event_position TO es_runtime;
 
 
 --

@@ -634,6 +634,64 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- es.check_query: as in 00002, and a query is bounded (issue 17): at most
+-- 100 items and 100 types in all. A condition or a read head takes one lock
+-- per item (or per type of an item without tags) and one per such key's
+-- stripe, so the largest legal call holds at most 100 keys and 100 stripes,
+-- plus its writes' (at most 32 keys and the "any event" key, or 512 stripes
+-- and the "any event" key) and the notifier's key: about 615 locks, against
+-- 6,400 in the lock table of a default server. Before, a 10,000-item query
+-- held 10,513 locks and could exhaust it for everyone.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.check_query(p_query jsonb)
+RETURNS void LANGUAGE plpgsql IMMUTABLE SET plan_cache_mode = auto AS $_$
+DECLARE
+    v_ord bigint;
+    v_reason text;
+BEGIN
+    -- The common, well-formed query passes one jsonpath test.
+    IF jsonb_typeof(p_query) = 'array' AND jsonb_array_length(p_query) BETWEEN 1 AND 100
+       AND jsonb_array_length(jsonb_path_query_array(p_query, '$[*].types[*]')) <= 100
+       AND NOT p_query @? '$[*] ? (@.type() != "object" || exists(@.keyvalue() ? (@.key != "types" && @.key != "tags"))
+              || (exists(@.types) && @.types.type() != "array") || (exists(@.tags) && @.tags.type() != "array")
+              || exists(@.types[*] ? (@.type() != "string" || @ == "" || @ like_regex "^.{200}." flag "s"))
+              || exists(@.tags[*] ? (@.type() != "string" || @ == "")))'
+       AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(p_query, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(p_query) IS DISTINCT FROM 'array' OR jsonb_array_length(p_query) = 0 THEN
+        PERFORM es.raise('ES004', 'a query is a non-empty JSON array of items {"types":[...],"tags":[...]}; [{}] matches all events');
+    END IF;
+    IF jsonb_array_length(p_query) > 100 OR jsonb_array_length(jsonb_path_query_array(p_query, '$[*].types[*]')) > 100 THEN
+        PERFORM es.raise('ES004', format('a query has at most 100 items and 100 types in all (this one: %s items, %s types): each takes a lock',
+                                         jsonb_array_length(p_query), jsonb_array_length(jsonb_path_query_array(p_query, '$[*].types[*]'))));
+    END IF;
+    SELECT ord, reason INTO v_ord, v_reason FROM (
+        SELECT ord, CASE
+            WHEN jsonb_typeof(q) <> 'object' THEN 'not a JSON object'
+            WHEN EXISTS (SELECT 1 FROM jsonb_object_keys(q) k WHERE k NOT IN ('types', 'tags')) THEN 'only "types" and "tags" are allowed'
+            WHEN jsonb_typeof(coalesce(q->'types', '[]')) <> 'array' OR jsonb_typeof(coalesce(q->'tags', '[]')) <> 'array' THEN '"types" and "tags" must be arrays'
+            WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(q->'types', '[]')) t
+                          WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 200) THEN 'a type is not a string of 1-200 characters'
+            WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(q->'tags', '[]')) t
+                          WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN 'a tag is not a string of 1-1000 characters and at most 2048 bytes'
+            END AS reason
+          FROM jsonb_array_elements(p_query) WITH ORDINALITY AS i(q, ord)) bad
+     WHERE reason IS NOT NULL ORDER BY ord LIMIT 1;
+    IF v_reason IS NOT NULL THEN
+        PERFORM es.raise('ES004', format('query item %s: %s', v_ord - 1, v_reason));
+    END IF;
+END $_$;
+-- +goose StatementEnd
+
+
+-- The runtime role writes only through the API (issue 17): it cannot choose
+-- positions, transaction ids, stream versions or reserved types, nor bypass
+-- es.streams; nor draw positions to learn every tenant's write volume. The
+-- API's functions run as the owner and need neither privilege.
+REVOKE INSERT ON es.events FROM es_runtime;
+REVOKE USAGE ON SEQUENCE es.event_position FROM es_runtime;
+
 -- es.drop_tenant: as in 00011, and the tenant's stream heads go too.
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION es.drop_tenant(p_tenant_id text)
@@ -698,6 +756,8 @@ REVOKE EXECUTE ON FUNCTION es.check_order(text), es.lock_stream(text, text),
     es.try_boundary(text, jsonb, jsonb), es.write_keys(text, jsonb), es.boundary_locks(text, jsonb, jsonb) FROM PUBLIC;
 
 -- +goose Down
+GRANT INSERT ON es.events TO es_runtime;
+GRANT USAGE ON SEQUENCE es.event_position TO es_runtime;
 -- The function bodies stay at 00012's: they work on the tables of 00011. The
 -- down restores the names and wrappers that the downs of 00011 and 00008
 -- rename back, so that migrating further down works.
