@@ -518,3 +518,30 @@ func TestRelayBadConfig(t *testing.T) {
 		t.Fatalf("subscriptions after refused configurations: %v (%v)", list, err)
 	}
 }
+
+// While the broker refuses the messages (no JetStream stream captures the
+// subject yet), the checkpoint stays and the lag shows; once a stream
+// exists, every event arrives once.
+func TestRelayHoldsCheckpointUntilAcked(t *testing.T) {
+	ts := newTenant(t)
+	_, b := connect(t, natsURL())
+	prefix := "pgestest" + uuid.NewString()[:8]
+	want := load(t, ts, 100, 3)
+	r, err := relay.New(ts, b, relay.Config{Name: "held", Subject: prefix + ".{tenant}.{type}", LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	time.Sleep(1500 * time.Millisecond)
+	if l := lag(t, ts, "held"); l != 100 {
+		t.Fatalf("lag while no stream takes the messages: %d, want 100", l)
+	}
+	ctx := context.Background()
+	s, err := relay.EnsureStream(ctx, b.JS(), "PGES_TEST_"+prefix, []string{prefix + ".>"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.JS().DeleteStream(context.Background(), "PGES_TEST_"+prefix) })
+	waitFor(t, time.Minute, "the relay to catch up", func() bool { return lag(t, ts, "held") == 0 })
+	verify(t, s, ts.TenantID(), want)
+}
