@@ -206,9 +206,17 @@ func (r *Relay) handle(_ context.Context, tx pgx.Tx, ev pges.RecordedEvent) erro
 
 // confirm waits for the broker's acknowledgement of the whole batch before
 // the checkpoint moves.
-func (r *Relay) confirm(ctx context.Context, _ pgx.Tx) error {
+func (r *Relay) confirm(ctx context.Context, tx pgx.Tx) error {
 	defer func() { r.batchTx, r.broken = nil, nil }()
 	st, err := r.broker.Confirm(ctx, r.cfg.AckTimeout)
+	if err == nil && r.broken == nil {
+		// The checkpoint's commit need not wait for its WAL flush: if
+		// PostgreSQL crashes before the flush, the relay sends the batch
+		// again and the broker drops the duplicates.
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+			return err
+		}
+	}
 	r.stats.Acked += st.Acked
 	r.stats.Duplicates += st.Duplicates
 	if st.Reordered > 0 {
