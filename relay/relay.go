@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,9 @@ type Config struct {
 	// Logger receives retries and warnings. Default: discarded.
 	Logger *slog.Logger
 }
+
+// validName keeps "relay:<name>" a valid subscription name.
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,93}$`)
 
 // SubscriptionName is the durable subscription a relay of this name uses.
 func SubscriptionName(name string) string { return "relay:" + name }
@@ -130,8 +134,8 @@ func New(ts *pges.TenantStore, b Broker, cfg Config) (*Relay, error) {
 	if ts == nil || b == nil {
 		return nil, invalid("a tenant store and a broker are required")
 	}
-	if cfg.Name == "" {
-		return nil, invalid("a relay needs a name")
+	if !validName.MatchString(cfg.Name) {
+		return nil, invalid("relay name %q: 1-94 characters A-Z, a-z, 0-9, \"_\", \".\", \":\" or \"-\", starting with a letter or digit", cfg.Name)
 	}
 	if cfg.BatchSize < 0 || cfg.LeaseTTL < 0 || cfg.AckTimeout < 0 || cfg.MaxRetryBackoff < 0 {
 		return nil, invalid("sizes and durations must not be negative")

@@ -500,7 +500,7 @@ func TestRelaySubjectsAndHeaders(t *testing.T) {
 func TestRelayBadConfig(t *testing.T) {
 	ts := newTenant(t)
 	nc, b := connect(t, natsURL())
-	for _, cfg := range []relay.Config{{}, {Name: "x", Subject: "a..b"}, {Name: "x", Subject: "a.*.{type}"}, {Name: "x", Subject: "a.{tenant}x"},
+	for _, cfg := range []relay.Config{{}, {Name: "has space"}, {Name: "-x"}, {Name: "x", Subject: "a..b"}, {Name: "x", Subject: "a.*.{type}"}, {Name: "x", Subject: "a.{tenant}x"},
 		{Name: "x", BatchSize: -1}, {Name: "x", LeaseTTL: time.Second, AckTimeout: 2 * time.Second}} {
 		if _, err := relay.New(ts, b, cfg); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("%+v: %v, want ErrInvalidConfig", cfg, err)
