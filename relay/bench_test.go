@@ -10,15 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/internal/testdb"
 	"github.com/eventstore-go/pges/relay"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 var (
-	benchEvents = flag.Int("relay.bench-events", 50_000, "backlog size of BenchmarkRelay")
-	benchRounds = flag.Int("relay.bench-rounds", 3, "alternating rounds of BenchmarkRelay")
-	benchBatch  = flag.Int("relay.bench-batch", 1000, "the relay's batch size in BenchmarkRelay")
+	benchEvents   = flag.Int("relay.bench-events", 50_000, "backlog size of BenchmarkRelay")
+	benchRounds   = flag.Int("relay.bench-rounds", 3, "alternating rounds of BenchmarkRelay")
+	benchBatch    = flag.Int("relay.bench-batch", 1000, "the relay's batch size in BenchmarkRelay")
+	benchNoBitmap = flag.Bool("relay.bench-no-bitmap", false, "BenchmarkRelay's relay and subscription read with enable_bitmapscan = off")
 )
 
 // counting records a relay's messages and when the last one was acked.
@@ -74,11 +79,22 @@ func (c *counting) Confirm(ctx context.Context, timeout time.Duration) (relay.St
 func BenchmarkRelay(b *testing.B) {
 	ts := newTenant(b)
 	nc, jsb := connect(b, natsURL())
+	jsb, err := relay.NewJetStream(nc, relay.JetStreamOptions{MaxPending: max(4096, 2**benchBatch)})
+	if err != nil {
+		b.Fatal(err)
+	}
 	n := *benchEvents
 	load(b, ts, n, 200)
+	if *benchNoBitmap {
+		ts = noBitmapTenant(b, ts.TenantID())
+	}
 	var msgs []*relay.Message
-	var relayRates, plainRates []float64
+	var relayRates, plainRates, subRates []float64
 	for round := range *benchRounds {
+		// The subscription the relay is built on, alone: a handler that
+		// does nothing, the same batch size.
+		subRates = append(subRates, drain(b, ts, fmt.Sprintf("bench-sub-%d", round), n))
+
 		// The relay, from the start of the log.
 		s, subject := newJSStream(b, jsb.JS())
 		c := &counting{Broker: jsb, want: int64(n), done: make(chan time.Time, 1), keep: msgs == nil}
@@ -107,8 +123,8 @@ func BenchmarkRelay(b *testing.B) {
 		s, subject = newJSStream(b, jsb.JS())
 		plainRates = append(plainRates, plainLoop(b, nc, msgs, subject))
 		_ = jsb.JS().DeleteStream(context.Background(), s.CachedInfo().Config.Name)
-		b.Logf("round %d: relay %.0f events/s, plain loop %.0f msgs/s, ratio %.2f", round+1, relayRates[round], plainRates[round],
-			relayRates[round]/plainRates[round])
+		b.Logf("round %d: relay %.0f events/s, plain loop %.0f msgs/s, ratio %.2f; bare subscription %.0f events/s, relay/subscription %.2f",
+			round+1, relayRates[round], plainRates[round], relayRates[round]/plainRates[round], subRates[round], relayRates[round]/subRates[round])
 	}
 	ratios := make([]float64, len(relayRates))
 	for i := range ratios {
@@ -117,7 +133,54 @@ func BenchmarkRelay(b *testing.B) {
 	b.ReportMetric(median(relayRates), "relay-events/s")
 	b.ReportMetric(median(plainRates), "plain-msgs/s")
 	b.ReportMetric(median(ratios), "ratio")
-	b.Logf("relay events/s %v; plain %v; ratios %v", rounded(relayRates), rounded(plainRates), ratios)
+	b.ReportMetric(median(subRates), "subscription-events/s")
+	b.Logf("relay events/s %v; plain %v; subscription %v; ratios %v", rounded(relayRates), rounded(plainRates), rounded(subRates), ratios)
+}
+
+// drain returns how fast a new durable subscription with a handler that
+// does nothing delivers the tenant's n events.
+func drain(b *testing.B, ts *pges.TenantStore, name string, n int) float64 {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := 0
+	var end time.Time
+	began := time.Now()
+	err := ts.Subscribe(ctx, pges.SubscriptionConfig{Name: name, BatchSize: *benchBatch,
+		Handler: func(context.Context, pgx.Tx, pges.RecordedEvent) error {
+			if got++; got == n {
+				end = time.Now()
+				cancel()
+			}
+			return nil
+		}})
+	if err != nil || got < n {
+		b.Fatalf("the subscription delivered %d of %d: %v", got, n, err)
+	}
+	return float64(n) / end.Sub(began).Seconds()
+}
+
+// noBitmapTenant is the tenant through a runtime pool whose sessions have
+// bitmap scans off, to see the relay when the log read plans an index
+// scan.
+func noBitmapTenant(b *testing.B, id string) *pges.TenantStore {
+	cfg, err := pgxpool.ParseConfig(testdb.URL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "SET ROLE es_runtime; SET enable_bitmapscan = off")
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	store, err := pges.New(pool, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return store.Tenant(id)
 }
 
 func plainLoop(b *testing.B, nc *nats.Conn, msgs []*relay.Message, subject string) float64 {
