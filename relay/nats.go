@@ -29,7 +29,11 @@ func ConnectNATS(url string, opts ...nats.Option) (*nats.Conn, error) {
 // the publish is never retried by the client, so what the broker stored of
 // a failed batch is, per connection, what was sent before the failure; the
 // retry re-sends the batch from its start and de-duplication drops what was
-// stored. The connection must not buffer publishes while reconnecting
+// stored. Before the first message on a subject it checks that a stream
+// captures the subject: otherwise that message would fail while later ones
+// on other subjects were stored. Failures that hit one message and not the
+// next (stream limits, a cluster's leader change) can still reorder; the
+// relay counts them (Stats.Reordered) and logs them. The connection must not buffer publishes while reconnecting
 // (ConnectNATS sets nats.ReconnectBufSize(-1)): such a buffer would deliver
 // later messages after lost earlier ones.
 type JetStream struct {
@@ -41,6 +45,8 @@ type JetStream struct {
 	failed  atomic.Bool   // an acknowledgement of this batch failed
 	epoch   atomic.Uint64 // nc's reconnects when the batch began
 	begun   bool
+	// captured holds the subjects a JetStream stream was found to capture.
+	captured map[string]bool
 }
 
 // JetStreamOptions tune NewJetStream.
@@ -66,7 +72,7 @@ func NewJetStream(nc *nats.Conn, o JetStreamOptions) (*JetStream, error) {
 	}
 	setDefault(&o.MaxPending, 4096)
 	setDefault(&o.AckTimeout, 5*time.Second)
-	b := &JetStream{nc: nc}
+	b := &JetStream{nc: nc, captured: map[string]bool{}}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.MaxPending), jetstream.WithPublishAsyncTimeout(o.AckTimeout),
 		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { b.failed.Store(true) }))
 	if err != nil {
@@ -98,6 +104,18 @@ func (b *JetStream) Publish(m *Message) error {
 	}
 	if b.failed.Load() || reconnects != b.epoch.Load() || !b.nc.IsConnected() {
 		return errBatchStopped
+	}
+	if !b.captured[m.Subject] {
+		// A subject no stream captures gets an error ack while later
+		// messages of the same event stream, on other subjects, are
+		// stored: stop the batch before sending it instead.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := b.js.StreamNameBySubject(ctx, m.Subject)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("subject %s: %w", m.Subject, err)
+		}
+		b.captured[m.Subject] = true
 	}
 	msg := &nats.Msg{Subject: m.Subject, Data: m.Body, Header: make(nats.Header, len(m.Headers)+1)}
 	for _, h := range m.Headers {

@@ -519,21 +519,56 @@ func TestRelayBadConfig(t *testing.T) {
 	}
 }
 
-// While the broker refuses the messages (no JetStream stream captures the
-// subject yet), the checkpoint stays and the lag shows; once a stream
-// exists, every event arrives once.
+// While the broker refuses messages (the stream is full: it holds 10 and
+// discards new ones), the checkpoint stays before the batch and the lag
+// shows; once the limit is lifted, every event arrives once, in order.
 func TestRelayHoldsCheckpointUntilAcked(t *testing.T) {
 	ts := newTenant(t)
 	_, b := connect(t, natsURL())
 	prefix := "pgestest" + uuid.NewString()[:8]
 	want := load(t, ts, 100, 3)
-	r, err := relay.New(ts, b, relay.Config{Name: "held", Subject: prefix + ".{tenant}.{type}", LeaseTTL: 2 * time.Second})
+	ctx := context.Background()
+	name := "PGES_TEST_" + prefix
+	cfg := jetstream.StreamConfig{Name: name, Subjects: []string{prefix + ".>"}, Duplicates: time.Minute, Storage: jetstream.FileStorage,
+		MaxMsgs: 10, Discard: jetstream.DiscardNew}
+	s, err := b.JS().CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.JS().DeleteStream(context.Background(), name) })
+	fb := &failures{Broker: b}
+	r, err := relay.New(ts, fb, relay.Config{Name: "held", Subject: prefix + ".{tenant}.{type}", LeaseTTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start(t, r)
-	time.Sleep(1500 * time.Millisecond)
+	waitFor(t, time.Minute, "three refused batches", func() bool { return fb.count() >= 3 })
 	if l := lag(t, ts, "held"); l != 100 {
+		t.Fatalf("lag while the stream refuses messages: %d, want 100", l)
+	}
+	cfg.MaxMsgs = -1
+	if _, err := b.JS().UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the relay to catch up", func() bool { return lag(t, ts, "held") == 0 })
+	verify(t, s, ts.TenantID(), want)
+}
+
+// While no JetStream stream captures the subject, the relay sends nothing
+// and the checkpoint stays; once a stream exists, every event arrives once.
+func TestRelayWaitsForAStream(t *testing.T) {
+	ts := newTenant(t)
+	_, b := connect(t, natsURL())
+	prefix := "pgestest" + uuid.NewString()[:8]
+	want := load(t, ts, 100, 3)
+	fb := &failures{Broker: b}
+	r, err := relay.New(ts, fb, relay.Config{Name: "nostream", Subject: prefix + ".{tenant}.{type}", LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	waitFor(t, time.Minute, "three refused batches", func() bool { return fb.count() >= 3 })
+	if l := lag(t, ts, "nostream"); l != 100 {
 		t.Fatalf("lag while no stream takes the messages: %d, want 100", l)
 	}
 	ctx := context.Background()
@@ -542,6 +577,81 @@ func TestRelayHoldsCheckpointUntilAcked(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.JS().DeleteStream(context.Background(), "PGES_TEST_"+prefix) })
-	waitFor(t, time.Minute, "the relay to catch up", func() bool { return lag(t, ts, "held") == 0 })
+	waitFor(t, time.Minute, "the relay to catch up", func() bool { return lag(t, ts, "nostream") == 0 })
 	verify(t, s, ts.TenantID(), want)
+}
+
+// failures counts a broker's failed batches, so that a test knows the relay
+// tried (a stalled delivery would leave the lag alone too).
+type failures struct {
+	relay.Broker
+	mu     sync.Mutex
+	n      int
+	broken bool // a publish of this batch failed
+}
+
+func (f *failures) Publish(m *relay.Message) error {
+	err := f.Broker.Publish(m)
+	if err != nil {
+		f.broken = true
+	}
+	return err
+}
+
+func (f *failures) Confirm(ctx context.Context, timeout time.Duration) (relay.Stats, error) {
+	st, err := f.Broker.Confirm(ctx, timeout)
+	if err != nil || f.broken {
+		f.broken = false
+		f.mu.Lock()
+		f.n++
+		f.mu.Unlock()
+	}
+	return st, err
+}
+
+func (f *failures) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+// A stream of events whose types go to different subjects, one of which no
+// JetStream stream captures yet: the batch stops before that event instead
+// of storing the later ones of its stream first. Once the subject is
+// captured, the stream is complete and in version order.
+func TestRelayUncapturedSubjectKeepsStreamOrder(t *testing.T) {
+	ts := newTenant(t)
+	_, b := connect(t, natsURL())
+	prefix := "pgestest" + uuid.NewString()[:8]
+	ctx := context.Background()
+	_, err := ts.AppendToStream(ctx, "s-0", pges.NoStream, pges.EventData{Type: "A", Payload: json.RawMessage(`{}`)},
+		pges.EventData{Type: "B", Payload: json.RawMessage(`{}`)}, pges.EventData{Type: "A", Payload: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "PGES_TEST_" + prefix
+	s, err := relay.EnsureStream(ctx, b.JS(), name, []string{prefix + ".*.A"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.JS().DeleteStream(context.Background(), name) })
+	fb := &failures{Broker: b}
+	r, err := relay.New(ts, fb, relay.Config{Name: "uncaptured", Subject: prefix + ".{tenant}.{type}", LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, r)
+	waitFor(t, time.Minute, "three failed batches", func() bool { return fb.count() >= 3 })
+	if _, err := b.JS().UpdateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{prefix + ".*.A", prefix + ".*.B"},
+		Duplicates: time.Minute, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the relay to catch up", func() bool { return lag(t, ts, "uncaptured") == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	verify(t, s, ts.TenantID(), map[string]int{"s-0": 3})
+	if st := r.Stats(); st.Reordered != 0 {
+		t.Fatalf("stats %+v: reordered", st)
+	}
 }
