@@ -15,10 +15,11 @@ import (
 func relayCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "relay",
-		Usage: "publish a tenant's events (or a filter's) to NATS JetStream, exactly once after de-duplication, until stopped",
+		Usage: "publish a tenant's events (or a filter's) to NATS JetStream (or RabbitMQ), exactly once after de-duplication, until stopped",
 		UsageText: `esadmin relay -t acme --name orders
    esadmin relay -t acme --name orders --js-stream PGES --type OrderPlaced --type OrderShipped
-   esadmin relay -t acme --name audit --subject 'audit.{tenant}.{stream}' --nats-url nats://broker:4222`,
+   esadmin relay -t acme --name audit --subject 'audit.{tenant}.{stream}' --nats-url nats://broker:4222
+   esadmin relay -t acme --name orders --amqp-url amqp://guest:guest@127.0.0.1:5672/ --exchange events`,
 		Description: "Runs the durable subscription relay:NAME (one instance per tenant and name publishes, others " +
 			"stand by and take over). Each message's id is the event id (Nats-Msg-Id); the checkpoint moves only " +
 			"after JetStream acknowledged the batch. --js-stream creates that stream, capturing the subject template's " +
@@ -33,6 +34,8 @@ func relayCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch-size", Value: 1000, Usage: "events per acknowledged batch and checkpoint"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 10 * time.Second, Usage: "a dead relay's standby takes over after this"},
 			&cli.StringFlag{Name: "owner", Usage: "this instance's name in the lease (default host:pid:random)"},
+			&cli.StringFlag{Name: "amqp-url", EnvVars: []string{"AMQP_URL"}, Usage: "publish to RabbitMQ at this URL instead of NATS (with --exchange)"},
+			&cli.StringFlag{Name: "exchange", Usage: "the RabbitMQ exchange (it must exist; a topic exchange routes by the subject)"},
 		}, filterFlags()...),
 		Action: func(c *cli.Context) error {
 			filter, err := filterFromFlags(c)
@@ -52,6 +55,17 @@ func relayCommand() *cli.Command {
 			if c.Bool("from-end") {
 				cfg.Start = pges.StartAtEnd()
 			}
+			if u := c.String("amqp-url"); u != "" {
+				if c.String("js-stream") != "" {
+					return usagef("--js-stream is for NATS, not with --amqp-url")
+				}
+				b, err := relay.NewRabbitMQ(u, c.String("exchange"))
+				if err != nil {
+					return fmt.Errorf("cannot reach RabbitMQ (set --amqp-url or AMQP_URL): %w", err)
+				}
+				defer b.Close()
+				return runRelay(c, b, cfg, "rabbitmq exchange "+c.String("exchange"))
+			}
 			nc, err := relay.ConnectNATS(c.String("nats-url"))
 			if err != nil {
 				return fmt.Errorf("cannot reach NATS at %s (set --nats-url or NATS_URL): %w", c.String("nats-url"), err)
@@ -69,20 +83,24 @@ func relayCommand() *cli.Command {
 					return fmt.Errorf("JetStream stream %s: %w", name, err)
 				}
 			}
-			return withTenant(c, func(ts *pges.TenantStore) error {
-				r, err := relay.New(ts, b, cfg)
-				if err != nil {
-					return usagef("%v", err)
-				}
-				cfg.Logger.Info("relay running", "tenant", ts.TenantID(), "subscription", relay.SubscriptionName(cfg.Name),
-					"subject", cfg.Subject, "nats", nc.ConnectedUrlRedacted())
-				if err := r.Run(c.Context); err != nil {
-					return err
-				}
-				st := r.Stats()
-				return fmt.Errorf("%w: relay %s stopped after %d acknowledged messages (%d duplicates dropped by the broker)",
-					errInterrupted, cfg.Name, st.Acked, st.Duplicates)
-			})
+			return runRelay(c, b, cfg, "nats "+nc.ConnectedUrlRedacted())
 		},
 	}
+}
+
+func runRelay(c *cli.Context, b relay.Broker, cfg relay.Config, to string) error {
+	return withTenant(c, func(ts *pges.TenantStore) error {
+		r, err := relay.New(ts, b, cfg)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		cfg.Logger.Info("relay running", "tenant", ts.TenantID(), "subscription", relay.SubscriptionName(cfg.Name),
+			"subject", cfg.Subject, "to", to)
+		if err := r.Run(c.Context); err != nil {
+			return err
+		}
+		st := r.Stats()
+		return fmt.Errorf("%w: relay %s stopped after %d acknowledged messages (%d duplicates dropped by the broker)",
+			errInterrupted, cfg.Name, st.Acked, st.Duplicates)
+	})
 }
