@@ -129,6 +129,14 @@ type SubscriptionConfig struct {
 	RetryBackoff    time.Duration
 	MaxRetryBackoff time.Duration
 	OnFailure       FailurePolicy
+	// BeforeCommit, if set, runs once per batch after Handler accepted
+	// every event of it, in tx before the checkpoint moves. An error rolls
+	// the batch back and it is delivered again after RetryBackoff (doubled
+	// up to MaxRetryBackoff), without limit and without counting against
+	// MaxAttempts. It lets a handler send effects outside tx asynchronously
+	// and wait here until they are confirmed (a broker's acknowledgements),
+	// so the checkpoint never passes an event whose effect is not durable.
+	BeforeCommit func(ctx context.Context, tx pgx.Tx) error
 	// Logger receives retried errors. Default: discarded.
 	Logger *slog.Logger
 }
@@ -612,6 +620,15 @@ func (s *subscriber) deliver(ctx context.Context, reader *logReader, rows []db.R
 				return logKey{}, nil, ctx.Err()
 			}
 			return logKey{}, &deliveryFailure{index: i, position: r.Position, eventType: r.EventType, err: err}, nil
+		}
+	}
+	if s.cfg.BeforeCommit != nil {
+		if err := s.cfg.BeforeCommit(ctx, tx); err != nil {
+			if ctx.Err() != nil {
+				return logKey{}, nil, ctx.Err()
+			}
+			// %v: whatever it wraps, it is retried (see permanent).
+			return logKey{}, nil, fmt.Errorf("subscription %q: before commit: %v", s.name, err)
 		}
 	}
 	if s.durable() {

@@ -971,3 +971,55 @@ func TestConsumerGroupSplitsAlikeInGoAndSQL(t *testing.T) {
 		}
 	}
 }
+
+// BeforeCommit runs before the checkpoint moves: while it fails, the batch
+// rolls back (the handler's writes too) and is delivered again, beyond
+// MaxAttempts; once it succeeds the checkpoint passes the batch.
+func TestSubscriptionBeforeCommitHoldsTheCheckpoint(t *testing.T) {
+	ts, _ := newTenant(t)
+	ctx := context.Background()
+	for i := range 5 {
+		appendDCB(t, ts, ev("Held", i))
+	}
+	var (
+		mu       sync.Mutex
+		calls    int
+		received []int64
+		fail     = true
+	)
+	stop := run(t, ts, pges.SubscriptionConfig{Name: "held", PollInterval: noPoll, MaxAttempts: 1, RetryBackoff: time.Millisecond,
+		MaxRetryBackoff: 5 * time.Millisecond,
+		Handler: func(_ context.Context, _ pgx.Tx, ev pges.RecordedEvent) error {
+			mu.Lock()
+			defer mu.Unlock()
+			received = append(received, ev.Position)
+			return nil
+		},
+		BeforeCommit: func(context.Context, pgx.Tx) error {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if fail {
+				return errors.New("not confirmed")
+			}
+			return nil
+		}})
+	waitFor(t, 10*time.Second, "three failed batches", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 3 })
+	status, err := ts.Subscriptions(ctx)
+	if err != nil || len(status) != 1 || status[0].LastPosition != 0 || status[0].LagEvents != 5 {
+		t.Fatalf("checkpoint moved while BeforeCommit failed: %+v (%v)", status, err)
+	}
+	mu.Lock()
+	fail, received = false, nil
+	mu.Unlock()
+	waitFor(t, 10*time.Second, "the checkpoint to pass the batch", func() bool {
+		status, _ := ts.Subscriptions(ctx)
+		return len(status) == 1 && status[0].LagEvents == 0
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("the subscription stopped: %v", err)
+	}
+	if len(received) != 5 {
+		t.Fatalf("after the failures the batch was delivered as %v, want the 5 events once", received)
+	}
+}

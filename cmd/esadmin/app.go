@@ -98,7 +98,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			&cli.DurationFlag{Name: "connect-timeout", Value: 5 * time.Second, Usage: "give up connecting after this long"},
 		},
 		Commands: []*cli.Command{migrateCommand(), tenantCommand(), eventsCommand(), replayCommand(), snapshotCommand(),
-			subscriptionCommand(), benchCommand(), doctorCommand(), completionCommand()},
+			subscriptionCommand(), relayCommand(), benchCommand(), doctorCommand(), completionCommand()},
 	}
 	setUsageHandlers(app.Commands)
 	return app

@@ -17,6 +17,17 @@ type doctorReport struct {
 	SchemaVersion int64             `json:"schema_version"`
 	LatestVersion int64             `json:"latest_version"`
 	Tenants       []tenantSize      `json:"tenants"`
+	// Behind: the 20 subscriptions (relays included) with the most events
+	// after their checkpoint, of any tenant.
+	Behind []subscriptionLag `json:"behind"`
+}
+
+type subscriptionLag struct {
+	Tenant     string  `json:"tenant"`
+	Name       string  `json:"name"`
+	LagEvents  int64   `json:"lag_events"`
+	LagSeconds float64 `json:"lag_seconds"`
+	Owner      string  `json:"owner,omitempty"`
 }
 
 type tenantSize struct {
@@ -111,6 +122,30 @@ func doctorCommand() *cli.Command {
 					return err
 				}
 			}
+			if r.SchemaVersion > 0 {
+				// As es.subscription_status counts lag, for every tenant.
+				lags, err := pool.Query(c.Context, `
+					SELECT s.tenant_id, s.name, l.n, coalesce(extract(epoch FROM now() - l.oldest), 0)::double precision,
+					       CASE WHEN s.lease_expires_at > clock_timestamp() THEN s.owner ELSE '' END
+					  FROM es.subscriptions s,
+					       LATERAL (SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM es.events e
+					                 WHERE e.tenant_id = s.tenant_id AND (e.tx_id, e.position) > (s.checkpoint_tx, s.checkpoint_position)) l
+					 WHERE l.n > 0
+					 ORDER BY l.n DESC, 1, 2 LIMIT 20`)
+				if err != nil {
+					return err
+				}
+				for lags.Next() {
+					var l subscriptionLag
+					if err := lags.Scan(&l.Tenant, &l.Name, &l.LagEvents, &l.LagSeconds, &l.Owner); err != nil {
+						return err
+					}
+					r.Behind = append(r.Behind, l)
+				}
+				if err := lags.Err(); err != nil {
+					return err
+				}
+			}
 			if c.Bool("json") {
 				return json.NewEncoder(c.App.Writer).Encode(r)
 			}
@@ -131,6 +166,14 @@ func doctorCommand() *cli.Command {
 				} else {
 					fmt.Fprintf(w, "  %s\t%s, %d bytes\n", t.Tenant, t.Status, t.Bytes)
 				}
+			}
+			fmt.Fprintf(w, "subscriptions behind (at most 20)\t%d\n", len(r.Behind))
+			for _, l := range r.Behind {
+				owner := l.Owner
+				if owner == "" {
+					owner = "no consumer"
+				}
+				fmt.Fprintf(w, "  %s %s\t%d events, oldest %.1fs, %s\n", l.Tenant, l.Name, l.LagEvents, l.LagSeconds, owner)
 			}
 			return w.Flush()
 		},

@@ -647,6 +647,29 @@ func TestDoctor(t *testing.T) {
 	if !regexp.MustCompile(`\(shared\)\s+\d+ bytes`).MatchString(r.stdout) {
 		t.Errorf("doctor:\n%s\nwants a (shared) row", r.stdout)
 	}
+
+	// A subscription (a relay's too) behind its tenant's head shows with
+	// its lag.
+	if _, err := pool(t).Exec(ctx, "INSERT INTO es.subscriptions (tenant_id, name, filter) VALUES ($1, 'relay:late', '{}')", shared); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, esadmin(t, strings.Repeat(`{"type":"Late","payload":{}}`+"\n", 2), "events", "append", "-t", shared))
+	r = esadmin(t, "", "doctor", "--json")
+	wantOK(t, r)
+	rep = doctorReport{}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range rep.Behind {
+		found = found || l.Tenant == shared && l.Name == "relay:late" && l.LagEvents == 2
+	}
+	if !found {
+		t.Errorf("doctor behind %+v: want %s relay:late 2 events", rep.Behind, shared)
+	}
+	if r = esadmin(t, "", "doctor"); !strings.Contains(r.stdout, shared+" relay:late") {
+		t.Errorf("doctor:\n%s\nwants the late subscription", r.stdout)
+	}
 }
 
 func TestReplay(t *testing.T) {
