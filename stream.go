@@ -21,7 +21,11 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 	}
 	arg := db.AppendToStreamParams{TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected), Events: batch}
 	for attempt := 0; ; attempt++ {
-		row, err := t.store.queries.AppendToStream(ctx, t.store.pool, arg)
+		var row db.AppendToStreamRow
+		err := t.write(ctx, func(q db.DBTX) (err error) {
+			row, err = t.store.queries.AppendToStream(ctx, q, arg)
+			return err
+		})
 		if err == nil {
 			return AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
 		}
@@ -53,8 +57,12 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 // ErrStreamDeleted. Deleting a deleted stream is not an error. expected may
 // be Any, StreamExists or an exact version. Returns the tombstone's version.
 func (t *TenantStore) DeleteStream(ctx context.Context, streamID string, expected ExpectedVersion) (int64, error) {
-	v, err := t.store.queries.DeleteStream(ctx, t.store.pool, db.DeleteStreamParams{
-		TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected),
+	var v int64
+	err := t.write(ctx, func(q db.DBTX) (err error) {
+		v, err = t.store.queries.DeleteStream(ctx, q, db.DeleteStreamParams{
+			TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected),
+		})
+		return err
 	})
 	if isUniqueViolation(err) {
 		return 0, &WrongExpectedVersionError{StreamID: streamID, Expected: expected, Actual: -1}
@@ -65,7 +73,7 @@ func (t *TenantStore) DeleteStream(ctx context.Context, streamID string, expecte
 // StreamVersion returns a stream's current version (0: no events) and
 // whether it is deleted.
 func (t *TenantStore) StreamVersion(ctx context.Context, streamID string) (version int64, deleted bool, err error) {
-	row, err := t.store.queries.StreamHead(ctx, t.store.pool, db.StreamHeadParams{TenantID: t.tenantID, StreamID: streamID})
+	row, err := t.store.queries.StreamHead(ctx, t.conn(), db.StreamHeadParams{TenantID: t.tenantID, StreamID: streamID})
 	return row.Version, row.Deleted, translate(err, streamID)
 }
 
@@ -94,7 +102,7 @@ func (t *TenantStore) ReadStream(ctx context.Context, streamID string, opts Read
 	if opts.Backwards && from == 0 {
 		from = -1
 	}
-	rows, err := t.store.queries.ReadStream(ctx, t.store.pool, db.ReadStreamParams{
+	rows, err := t.store.queries.ReadStream(ctx, t.conn(), db.ReadStreamParams{
 		TenantID: t.tenantID, StreamID: streamID, FromVersion: from, MaxCount: int32(min(limit, 1<<30)), Backwards: opts.Backwards,
 	})
 	if err != nil {
