@@ -1,9 +1,13 @@
 package pges_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -308,4 +312,124 @@ func TestTxTenantIsolation(t *testing.T) {
 	if err := tx.QueryRow(ctx, "SELECT count(*) FROM es.events").Scan(&visible); err != nil || visible != 0 {
 		t.Fatalf("the transaction scoped to a sees %d rows (%v)", visible, err)
 	}
+}
+
+// followUp is a process manager: for each Ordered event it appends a
+// Shipped event caused by it, in the subscription's transaction.
+func followUp(ts *pges.TenantStore, after func(pges.RecordedEvent)) pges.Handler {
+	return func(ctx context.Context, tx pgx.Tx, e pges.RecordedEvent) error {
+		_, err := ts.Tx(tx).Append(ctx, []pges.EventData{{Type: "Shipped", Payload: []byte(`{}`),
+			Metadata: pges.Metadata{}.CausedBy(e), Tags: []string{fmt.Sprintf("cause:%d", e.Position)}}}, nil)
+		if err == nil && after != nil {
+			after(e)
+		}
+		return err
+	}
+}
+
+// A subscription handler that appends follow-ups through its transaction
+// is exactly-once across a crash between handling and commit: a child
+// process handles events, appends the follow-ups of part of a batch and is
+// killed before the batch commits; the restarted consumer appends each
+// follow-up once.
+func TestTxSubscriptionFollowUpsExactlyOnceAcrossACrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a second process")
+	}
+	ctx := context.Background()
+	ts, _, admin, _ := newTxTenant(t)
+	const orders = 20
+	for i := range orders {
+		appendDCB(t, ts, pges.EventData{Type: "Ordered", Payload: []byte(fmt.Sprint(i)), Tags: []string{fmt.Sprintf("order:%d", i)}})
+	}
+	shipped := func() (total, distinct int) {
+		if err := admin.QueryRow(ctx, "SELECT count(*), count(DISTINCT metadata->>'causation_id') FROM es.events WHERE tenant_id = $1 AND event_type = 'Shipped'",
+			ts.TenantID()).Scan(&total, &distinct); err != nil {
+			t.Fatal(err)
+		}
+		return total, distinct
+	}
+	child := exec.Command(os.Args[0], "-test.run=^TestTxSubscriptionFollowUpChild$", "-test.v")
+	child.Env = append(os.Environ(), "PGES_CHILD_URL="+testdb.URL(t), "PGES_CHILD_TENANT="+ts.TenantID(), testdb.ChildDatabaseEnv+"="+testdb.URL(t))
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	lines := bufio.NewScanner(out)
+	for lines.Scan() && !strings.HasPrefix(lines.Text(), "HANDLED") {
+	}
+	// Two batches of 5 committed; the third has appended 3 follow-ups
+	// that nobody else can see yet.
+	if total, _ := shipped(); total != 10 {
+		t.Fatalf("%d follow-ups visible before the crash, want 10", total)
+	}
+	if err := child.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+
+	stop := run(t, ts, pges.SubscriptionConfig{Name: "pm", BatchSize: 5, LeaseTTL: time.Second, PollInterval: noPoll,
+		Filter: pges.SubscriptionFilter{Types: []string{"Ordered"}}, Handler: followUp(ts, nil)})
+	last := lastOrdered(t, admin, ts.TenantID())
+	waitFor(t, 20*time.Second, "every follow-up", func() bool {
+		status, err := ts.Subscriptions(ctx)
+		return err == nil && len(status) == 1 && status[0].LastPosition >= last
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if total, distinct := shipped(); total != orders || distinct != orders {
+		t.Fatalf("%d follow-ups for %d distinct events, want %d exactly once", total, distinct, orders)
+	}
+}
+
+func lastOrdered(t *testing.T, admin *pgxpool.Pool, tenant string) int64 {
+	t.Helper()
+	var p int64
+	if err := admin.QueryRow(context.Background(), "SELECT max(position) FROM es.events WHERE tenant_id = $1 AND event_type = 'Ordered'", tenant).Scan(&p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestTxSubscriptionFollowUpChild is the consumer process of
+// TestTxSubscriptionFollowUpsExactlyOnceAcrossACrash; it runs only when
+// started by it, and hangs inside its third batch until killed.
+func TestTxSubscriptionFollowUpChild(t *testing.T) {
+	url := os.Getenv("PGES_CHILD_URL")
+	if url == "" {
+		t.Skip("run by TestTxSubscriptionFollowUpsExactlyOnceAcrossACrash")
+	}
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "SET ROLE es_runtime")
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := pges.New(pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := store.Tenant(os.Getenv("PGES_CHILD_TENANT"))
+	handled := 0
+	err = ts.Subscribe(ctx, pges.SubscriptionConfig{Name: "pm", BatchSize: 5, LeaseTTL: time.Second, PollInterval: noPoll,
+		Filter: pges.SubscriptionFilter{Types: []string{"Ordered"}},
+		Handler: followUp(ts, func(e pges.RecordedEvent) {
+			if handled++; handled == 13 {
+				fmt.Println("HANDLED", e.Position)
+				select {} // the crash comes before the batch commits
+			}
+		})})
+	t.Fatal("the child consumer stopped:", err)
 }
