@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/internal/testdb"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -541,5 +542,62 @@ func TestDecideStreamInTheCallersTransaction(t *testing.T) {
 	}
 	if snap, ok, _ := ts.LoadSnapshot(ctx, "acc-2"); !ok || snap.StreamVersion != 2 {
 		t.Fatalf("snapshot in the transaction: %+v %v", snap, ok)
+	}
+}
+
+// BenchmarkDecideCourseRace: 100 students race for a course of capacity 10
+// through Decide, at 1 client (the baseline: no contention, no retries),
+// 8 and 16 clients with the defaults, and 16 clients with optimistic
+// attempts only. Each iteration runs every configuration once, in turn, so
+// their ratios come from the same run. Metrics: decisions/s per
+// configuration, the ratio to 1 client, retries per decision (attempts
+// beyond the first) and, for optimistic-only, the calls that ended with a
+// conflict instead of a decision.
+//
+//	go test -run '^$' -bench DecideCourseRace -benchtime 5x .
+func BenchmarkDecideCourseRace(b *testing.B) {
+	ctx := context.Background()
+	store, err := pges.New(testdb.RuntimePool(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := store.Tenant(testdb.NewTenant(b, testdb.Pool(b)))
+	codec := seatCodec()
+	type config struct {
+		name    string
+		clients int
+		retry   pges.Retry
+	}
+	configs := []config{{"c1", 1, pges.Retry{}}, {"c8", 8, pges.Retry{}}, {"c16", 16, pges.Retry{}}, {"c16-optimistic", 16, pges.Retry{Optimistic: true}}}
+	elapsed := make([]time.Duration, len(configs))
+	attempts := make([]int64, len(configs))
+	conflicts := make([]int, len(configs))
+	const students, seats = 100, 10
+	for i := 0; b.Loop(); i++ {
+		for j, c := range configs {
+			course := fmt.Sprintf("%s-%d", c.name, i)
+			defineCourse(b, ts, codec, course, seats)
+			start := time.Now()
+			r := raceForCourse(ctx, ts, codec, course, students, c.clients, c.retry)
+			elapsed[j] += time.Since(start)
+			attempts[j] += r.attempts
+			conflicts[j] += r.other
+			if r.ok != seats || r.other > 0 && !c.retry.Optimistic || r.ok+r.full+r.other != students {
+				b.Fatalf("%s: %d subscribed, %d full, %d other (%v)", c.name, r.ok, r.full, r.other, r.otherErr)
+			}
+		}
+	}
+	n := float64(b.N * students)
+	base := n / elapsed[0].Seconds()
+	for j, c := range configs {
+		dps := n / elapsed[j].Seconds()
+		b.ReportMetric(dps, "decisions/s-"+c.name)
+		b.ReportMetric(float64(attempts[j])/n-1, "retries/decision-"+c.name)
+		if j > 0 {
+			b.ReportMetric(dps/base, "x-c1-"+c.name)
+		}
+		if c.retry.Optimistic {
+			b.ReportMetric(float64(conflicts[j])/float64(b.N), "conflicts/race-"+c.name)
+		}
 	}
 }
