@@ -27,7 +27,7 @@ type StudentEnrolled struct {
 	Course  string `json:"course"`
 }
 
-func (CourseCreated) seatEvent()     {}
+func (CourseCreated) seatEvent()   {}
 func (StudentEnrolled) seatEvent() {}
 
 func (e CourseCreated) EventTags() []string { return []string{"course:" + e.Course} }
