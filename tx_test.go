@@ -13,6 +13,7 @@ import (
 
 	"github.com/eventstore-go/pges"
 	"github.com/eventstore-go/pges/internal/testdb"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -432,4 +433,47 @@ func TestTxSubscriptionFollowUpChild(t *testing.T) {
 			}
 		})})
 	t.Fatal("the child consumer stopped:", err)
+}
+
+// BenchmarkAppendInCallersTx: the cost of the savepoint around a write in
+// the caller's transaction. Each iteration runs, in turn, a transaction
+// that appends one DCB event through TenantTx (SAVEPOINT, append, RELEASE
+// in one pipelined round trip) and one that runs the same statement bare,
+// as a hand-written SQL call would; the metric is their ratio.
+//
+//	go test -run '^$' -bench AppendInCallersTx -benchtime 2000x .
+func BenchmarkAppendInCallersTx(b *testing.B) {
+	ctx := context.Background()
+	runtime := testdb.RuntimePool(b)
+	store, err := pges.New(runtime, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := store.Tenant(testdb.NewTenant(b, testdb.Pool(b)))
+	const bare = `WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $1::text, true) AS tenant_id)
+SELECT es.append_events(t.tenant_id, $2::jsonb, NULL, 0)::bigint[] FROM t`
+	var withSP, without time.Duration
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		err := pgx.BeginFunc(ctx, runtime, func(tx pgx.Tx) error {
+			_, err := ts.Tx(tx).Append(ctx, []pges.EventData{{Type: "Tick", Payload: []byte(`{"n":1}`), Tags: []string{"t:1"}}}, nil)
+			return err
+		})
+		withSP += time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		err = pgx.BeginFunc(ctx, runtime, func(tx pgx.Tx) error {
+			var p []int64
+			return tx.QueryRow(ctx, bare, ts.TenantID(), fmt.Sprintf(`[{"id":"%s","type":"Tick","payload":{"n":1},"tags":["t:1"]}]`, uuid.Must(uuid.NewV7()))).Scan(&p)
+		})
+		without += time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/withSP.Seconds(), "tx/s-savepoint")
+	b.ReportMetric(float64(b.N)/without.Seconds(), "tx/s-bare")
+	b.ReportMetric(without.Seconds()/withSP.Seconds(), "x-bare")
 }
