@@ -39,10 +39,11 @@ import (
 //     read in the same transaction cannot be violated, and other writers
 //     of matching events wait for the commit. Keep such transactions short.
 //   - Nothing is retried for you across transactions: ErrStreamOrder
-//     (appending after this transaction wrote something else, when a newer
-//     transaction appended to the stream meanwhile), ErrDeadlock and
-//     ErrSerializationFailure mean roll back and run the transaction again.
-//     Appending before writing other tables avoids ErrStreamOrder.
+//     (this transaction wrote before the append, and one that began
+//     writing later has appended to the stream or tenant meanwhile),
+//     ErrDeadlock and ErrSerializationFailure mean roll back and run the
+//     transaction again. Appending before writing other tables avoids
+//     ErrStreamOrder.
 //
 // A TenantTx is as safe for concurrent use as its pgx.Tx, that is not.
 type TenantTx struct {
