@@ -280,28 +280,13 @@ func DecideStream[S, E any](ctx context.Context, h TenantHandle, codec *Codec[E]
 
 func decideStreamOnce[S, E any](ctx context.Context, t *TenantStore, codec *Codec[E], d StreamDecision[S, E]) (StreamDecisionResult[S], error) {
 	out := StreamDecisionResult[S]{State: d.Aggregate.Init()}
-	exists := true
-	if t.tx != nil {
-		// In the caller's transaction a read of a missing stream would
-		// abort it: ask first.
-		v, deleted, err := t.StreamVersion(ctx, d.StreamID)
-		switch {
-		case err != nil:
-			return out, err
-		case deleted:
-			return out, fmt.Errorf("%w: %q", ErrStreamDeleted, d.StreamID)
-		}
-		exists = v > 0
-	}
-	if exists {
-		state, version, err := LoadAggregate(ctx, t, d.StreamID, d.Aggregate)
-		switch {
-		case errors.Is(err, ErrStreamNotFound):
-		case err != nil:
-			return out, err
-		default:
-			out.State, out.Version = state, version
-		}
+	state, version, err := LoadAggregate(ctx, t, d.StreamID, d.Aggregate)
+	switch {
+	case errors.Is(err, ErrStreamNotFound): // a new stream
+	case err != nil:
+		return out, err
+	default:
+		out.State, out.Version = state, version
 	}
 	events, err := encodeDecided(codec, func(s S) ([]E, error) { return d.Decide(s, out.Version) }, out.State, d.Metadata)
 	if err != nil || len(events) == 0 {

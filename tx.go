@@ -21,17 +21,16 @@ import (
 //   - Every call scopes the rest of the transaction to the handle's tenant
 //     (es.tenant_id, transaction-local, as the store's own statements do):
 //     row-level security then shows the transaction that tenant's rows.
-//   - Each write runs in a savepoint, sent in the same round trip: a write
-//     that fails (a wrong expected version, a violated condition, bad input
-//     PostgreSQL refused) leaves the transaction as it was before the call,
-//     and a stream append with Any or StreamExists that loses the next
-//     version to a concurrent exact-version append is retried from its
-//     savepoint. A savepoint that wrote is a subtransaction: PostgreSQL
-//     tracks 64 of them per transaction cheaply, beyond that every
-//     session's visibility checks slow down while it runs, so append many
-//     events in one call rather than in many.
-//   - Reads are plain statements: one that fails (ErrStreamNotFound from
-//     ReadStream) aborts the transaction, as any failed statement does.
+//   - Each statement runs in a savepoint, sent in the same round trip: a
+//     call that fails (a wrong expected version, a violated condition, bad
+//     input, a missing stream) leaves the transaction as it was before
+//     the call, and a stream append with Any or StreamExists that loses
+//     the next version to a concurrent exact-version append is retried
+//     from its savepoint. A savepoint that wrote is a subtransaction:
+//     PostgreSQL tracks 64 of them per transaction cheaply, beyond that
+//     every session's visibility checks slow down while it runs, so
+//     append many events in one call rather than in many. Reads take no
+//     subtransaction.
 //   - Conditional appends and Read need READ COMMITTED (other levels fail
 //     with ErrInvalidEvent). Read takes the locks a matching append needs
 //     and holds them, as every lock, until the transaction ends: nobody
@@ -139,85 +138,145 @@ type TenantHandle interface {
 func (t *TenantStore) tenantStore() *TenantStore { return t }
 func (x *TenantTx) tenantStore() *TenantStore    { return x.t }
 
-// conn is where a call's statements go: the caller's transaction or the
-// pool.
+// conn is where a call's statements go: the pool, or the caller's
+// transaction, where each statement runs in a savepoint of its own.
 func (t *TenantStore) conn() db.DBTX {
 	if t.tx != nil {
-		return t.tx
+		return &savepoint{tx: t.tx}
 	}
 	return t.store.pool
 }
 
-// write runs f's one statement: on the pool in a transaction of its own;
-// in the caller's transaction inside a savepoint, so that a failure leaves
-// that transaction as it was.
+// write runs f's statement (kept apart from reads for the reader's sake:
+// both go through conn).
 func (t *TenantStore) write(ctx context.Context, f func(q db.DBTX) error) error {
-	if t.tx == nil {
-		return f(t.store.pool)
-	}
-	sp := &savepoint{tx: t.tx}
-	err := f(sp)
-	if sp.sent && err != nil {
-		// Back to the state before the call; if even that fails the
-		// transaction is aborted and the caller's rollback is all that is
-		// left.
-		_, _ = t.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT pges_call; RELEASE SAVEPOINT pges_call")
-	}
-	return err
+	return f(t.conn())
 }
 
-// savepoint runs one statement between SAVEPOINT and RELEASE in a single
-// pipelined round trip (the batch). It implements the part of db.DBTX that
-// writes use: QueryRow and Exec.
-type savepoint struct {
-	tx   pgx.Tx
-	sent bool
-}
+// savepoint is a db.DBTX that runs each statement between SAVEPOINT and
+// RELEASE, pipelined in the statement's round trip. When PostgreSQL fails
+// the statement it rolls back to the savepoint, so the caller's
+// transaction is as it was before the call. A savepoint that only reads
+// takes no transaction id and costs no subtransaction.
+type savepoint struct{ tx pgx.Tx }
 
-func (s *savepoint) batch(ctx context.Context, sql string, args []any) pgx.BatchResults {
-	s.sent = true
+const (
+	savepointSQL = "SAVEPOINT pges_call"
+	releaseSQL   = "RELEASE SAVEPOINT pges_call"
+)
+
+func (s *savepoint) send(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
 	b := &pgx.Batch{}
-	b.Queue("SAVEPOINT pges_call")
+	b.Queue(savepointSQL)
 	b.Queue(sql, args...)
-	b.Queue("RELEASE SAVEPOINT pges_call")
-	return s.tx.SendBatch(ctx, b)
+	b.Queue(releaseSQL)
+	br := s.tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		// No savepoint (the transaction was aborted before the call):
+		// nothing ran, nothing to undo.
+		_ = br.Close()
+		return nil, err
+	}
+	return br, nil
+}
+
+// finish reads the RELEASE's result and ends the batch. A savepoint that
+// was not released (the statement failed in PostgreSQL, which skipped the
+// rest of the batch) is rolled back to; one that was (the error, if any,
+// was the client's: no rows, a scan) is gone and must not be.
+func (s *savepoint) finish(ctx context.Context, br pgx.BatchResults, stmtErr error) error {
+	_, relErr := br.Exec()
+	closeErr := br.Close()
+	if relErr != nil {
+		// If even this fails the transaction stays aborted, and the
+		// caller's rollback is all that is left.
+		_, _ = s.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT pges_call; RELEASE SAVEPOINT pges_call")
+	}
+	if stmtErr != nil {
+		return stmtErr
+	}
+	if relErr != nil {
+		return relErr
+	}
+	return closeErr
 }
 
 func (s *savepoint) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	br := s.batch(ctx, sql, args)
-	_, err := br.Exec()
-	var tag pgconn.CommandTag
-	if err == nil {
-		tag, err = br.Exec()
+	br, err := s.send(ctx, sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
 	}
-	if err == nil {
-		_, err = br.Exec()
-	}
-	return tag, errors.Join(err, br.Close())
+	tag, err := br.Exec()
+	return tag, s.finish(ctx, br, err)
 }
 
 func (s *savepoint) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return &savepointRow{br: s.batch(ctx, sql, args)}
+	br, err := s.send(ctx, sql, args)
+	return &savepointRow{s: s, ctx: ctx, br: br, err: err}
 }
 
-func (s *savepoint) Query(context.Context, string, ...any) (pgx.Rows, error) {
-	return nil, errors.New("pges: internal error: a savepoint runs one QueryRow or Exec")
+type savepointRow struct {
+	s   *savepoint
+	ctx context.Context
+	br  pgx.BatchResults
+	err error
 }
-
-type savepointRow struct{ br pgx.BatchResults }
 
 func (r *savepointRow) Scan(dest ...any) error {
-	_, err := r.br.Exec()
-	if err == nil {
-		err = r.br.QueryRow().Scan(dest...)
+	if r.err != nil {
+		return r.err
 	}
-	if err == nil {
-		_, err = r.br.Exec()
+	return r.s.finish(r.ctx, r.br, r.br.QueryRow().Scan(dest...))
+}
+
+func (s *savepoint) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	br, err := s.send(ctx, sql, args)
+	if err != nil {
+		return nil, err
 	}
-	if cerr := r.br.Close(); err == nil {
-		err = cerr
+	rows, err := br.Query()
+	if err != nil {
+		if rows != nil {
+			rows.Close()
+		}
+		return nil, s.finish(ctx, br, err)
 	}
-	return err
+	return &savepointRows{Rows: rows, s: s, ctx: ctx, br: br}, nil
+}
+
+// savepointRows finishes the savepoint when the rows are done: read to
+// the end (Next returns false) or closed.
+type savepointRows struct {
+	pgx.Rows
+	s    *savepoint
+	ctx  context.Context
+	br   pgx.BatchResults
+	done bool
+	err  error
+}
+
+func (r *savepointRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *savepointRows) Close() {
+	if r.done {
+		return
+	}
+	r.done = true
+	r.Rows.Close()
+	r.err = r.s.finish(r.ctx, r.br, r.Rows.Err())
+}
+
+func (r *savepointRows) Err() error {
+	if r.done {
+		return r.err
+	}
+	return r.Rows.Err()
 }
 
 // Errors that end a transaction's chances: roll it back and run it again.

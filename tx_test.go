@@ -159,6 +159,53 @@ func TestTxFailedWritesLeaveTheTransactionUsable(t *testing.T) {
 	}
 }
 
+// A read that PostgreSQL refuses inside the caller's transaction (a
+// missing or deleted stream, a head read under REPEATABLE READ) returns
+// its typed error and leaves the transaction usable too.
+func TestTxFailedReadsLeaveTheTransactionUsable(t *testing.T) {
+	ctx := context.Background()
+	ts, runtime, admin, table := newTxTenant(t)
+	mustAppend(t, ts, "gone", pges.NoStream, ev("A", 1))
+	if _, err := ts.DeleteStream(ctx, "gone", pges.Any); err != nil {
+		t.Fatal(err)
+	}
+	for _, iso := range []pgx.TxIsoLevel{pgx.ReadCommitted, pgx.RepeatableRead} {
+		tx, err := runtime.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := ts.Tx(tx)
+		if _, err := x.ReadStream(ctx, "missing", pges.ReadOptions{}); !errors.Is(err, pges.ErrStreamNotFound) {
+			t.Fatalf("%s: missing stream: %v", iso, err)
+		}
+		if _, err := x.ReadStream(ctx, "gone", pges.ReadOptions{}); !errors.Is(err, pges.ErrStreamDeleted) {
+			t.Fatalf("%s: deleted stream: %v", iso, err)
+		}
+		for e, err := range x.IterateStream(ctx, "missing", 0) {
+			if !errors.Is(err, pges.ErrStreamNotFound) {
+				t.Fatalf("%s: iterate a missing stream: %+v %v", iso, e, err)
+			}
+		}
+		_, err = x.Read(ctx, pges.QueryAll(), pges.QueryOptions{})
+		if iso == pgx.RepeatableRead && !errors.Is(err, pges.ErrInvalidEvent) || iso == pgx.ReadCommitted && err != nil {
+			t.Fatalf("%s: read: %v", iso, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1)", string(iso)); err != nil {
+			t.Fatalf("%s: the transaction is not usable after failed reads: %v", iso, err)
+		}
+		// Unconditional appends work at any isolation level.
+		if _, err := x.AppendToStream(ctx, "s-"+string(iso[:4]), pges.NoStream, ev("B", 1)); err != nil {
+			t.Fatalf("%s: %v", iso, err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, rows := countEvents(t, admin, ts.TenantID()), countRows(t, admin, table); n != 4 || rows != 2 {
+		t.Fatalf("%d events and %d rows, want 4 and 2", n, rows)
+	}
+}
+
 // A stream append with Any that loses the next version to a concurrent
 // exact-version append retries from its savepoint inside the caller's
 // transaction, which stays usable and commits.
