@@ -174,6 +174,7 @@ func TestTxFailedReadsLeaveTheTransactionUsable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 		x := ts.Tx(tx)
 		if _, err := x.ReadStream(ctx, "missing", pges.ReadOptions{}); !errors.Is(err, pges.ErrStreamNotFound) {
 			t.Fatalf("%s: missing stream: %v", iso, err)
