@@ -84,11 +84,7 @@ func (t *TenantStore) Append(ctx context.Context, events []EventData, cond *Appe
 		}
 		arg.After = cond.After
 	}
-	var positions []int64
-	err = t.write(ctx, func(q db.DBTX) (err error) {
-		positions, err = t.store.queries.AppendEvents(ctx, q, arg)
-		return err
-	})
+	positions, err := t.store.queries.AppendEvents(ctx, t.conn(), arg)
 	if isUniqueViolation(err) {
 		// The ids were appended before (a retry): return their positions,
 		// or ErrEventIDConflict if they came with other content.

@@ -25,10 +25,8 @@ func (t *TenantStore) SaveSnapshot(ctx context.Context, streamID string, version
 	if !json.Valid(state) {
 		return invalid(-1, "snapshot state is not valid JSON")
 	}
-	err := t.write(ctx, func(q db.DBTX) error {
-		return t.store.queries.SaveSnapshot(ctx, q, db.SaveSnapshotParams{
-			TenantID: t.tenantID, StreamID: streamID, StreamVersion: version, SchemaVersion: int32(schemaVersion), State: state,
-		})
+	err := t.store.queries.SaveSnapshot(ctx, t.conn(), db.SaveSnapshotParams{
+		TenantID: t.tenantID, StreamID: streamID, StreamVersion: version, SchemaVersion: int32(schemaVersion), State: state,
 	})
 	return translate(err, streamID)
 }

@@ -21,11 +21,7 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 	}
 	arg := db.AppendToStreamParams{TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected), Events: batch}
 	for attempt := 0; ; attempt++ {
-		var row db.AppendToStreamRow
-		err := t.write(ctx, func(q db.DBTX) (err error) {
-			row, err = t.store.queries.AppendToStream(ctx, q, arg)
-			return err
-		})
+		row, err := t.store.queries.AppendToStream(ctx, t.conn(), arg)
 		if err == nil {
 			return AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
 		}
@@ -57,12 +53,8 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 // ErrStreamDeleted. Deleting a deleted stream is not an error. expected may
 // be Any, StreamExists or an exact version. Returns the tombstone's version.
 func (t *TenantStore) DeleteStream(ctx context.Context, streamID string, expected ExpectedVersion) (int64, error) {
-	var v int64
-	err := t.write(ctx, func(q db.DBTX) (err error) {
-		v, err = t.store.queries.DeleteStream(ctx, q, db.DeleteStreamParams{
-			TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected),
-		})
-		return err
+	v, err := t.store.queries.DeleteStream(ctx, t.conn(), db.DeleteStreamParams{
+		TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected),
 	})
 	if isUniqueViolation(err) {
 		return 0, &WrongExpectedVersionError{StreamID: streamID, Expected: expected, Actual: -1}

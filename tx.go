@@ -147,12 +147,6 @@ func (t *TenantStore) conn() db.DBTX {
 	return t.store.pool
 }
 
-// write runs f's statement (kept apart from reads for the reader's sake:
-// both go through conn).
-func (t *TenantStore) write(ctx context.Context, f func(q db.DBTX) error) error {
-	return f(t.conn())
-}
-
 // savepoint is a db.DBTX that runs each statement between SAVEPOINT and
 // RELEASE, pipelined in the statement's round trip. When PostgreSQL fails
 // the statement it rolls back to the savepoint, so the caller's
