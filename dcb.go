@@ -84,7 +84,7 @@ func (t *TenantStore) Append(ctx context.Context, events []EventData, cond *Appe
 		}
 		arg.After = cond.After
 	}
-	positions, err := t.store.queries.AppendEvents(ctx, t.store.pool, arg)
+	positions, err := t.store.queries.AppendEvents(ctx, t.conn(), arg)
 	if isUniqueViolation(err) {
 		// The ids were appended before (a retry): return their positions,
 		// or ErrEventIDConflict if they came with other content.
@@ -142,7 +142,7 @@ func (t *TenantStore) Read(ctx context.Context, q Query, opts QueryOptions) (Rea
 	if opts.After < 0 || opts.Limit < 0 {
 		return ReadResult{}, invalid(-1, "query options: After and Limit must not be negative")
 	}
-	head, err := t.store.queries.ReadHead(ctx, t.store.pool, db.ReadHeadParams{TenantID: t.tenantID, Query: query})
+	head, err := t.store.queries.ReadHead(ctx, t.conn(), db.ReadHeadParams{TenantID: t.tenantID, Query: query})
 	if err != nil {
 		return ReadResult{}, translate(err, "")
 	}
@@ -176,7 +176,7 @@ func (t *TenantStore) readPages(ctx context.Context, query []byte, opts QueryOpt
 			if n == 0 || after >= upto {
 				return
 			}
-			rows, err := t.store.queries.ReadEvents(ctx, t.store.pool, db.ReadEventsParams{
+			rows, err := t.store.queries.ReadEvents(ctx, t.conn(), db.ReadEventsParams{
 				TenantID: t.tenantID, Query: query, After: after, Upto: upto, MaxCount: int32(n), Backwards: opts.Backwards,
 			})
 			if err != nil {
@@ -212,7 +212,7 @@ func (t *TenantStore) Count(ctx context.Context, q Query, after, upto int64) (in
 	if upto <= 0 {
 		upto = 1<<63 - 1
 	}
-	n, err := t.store.queries.CountEvents(ctx, t.store.pool, db.CountEventsParams{TenantID: t.tenantID, Query: query, After: after, Upto: upto})
+	n, err := t.store.queries.CountEvents(ctx, t.conn(), db.CountEventsParams{TenantID: t.tenantID, Query: query, After: after, Upto: upto})
 	return n, translate(err, "")
 }
 
@@ -224,7 +224,7 @@ func (t *TenantStore) findAppended(ctx context.Context, streamID string, batch [
 	if streamID != "" {
 		arg.StreamID = pgtype.Text{String: streamID, Valid: true}
 	}
-	row, err := t.store.queries.FindAppended(ctx, t.store.pool, arg)
+	row, err := t.store.queries.FindAppended(ctx, t.conn(), arg)
 	if err != nil {
 		return nil, translate(err, streamID)
 	}

@@ -116,6 +116,9 @@ func translate(err error, streamID string) error {
 	if !errors.As(err, &pgErr) {
 		return err
 	}
+	if e := retryTx(pgErr); e != nil {
+		return e
+	}
 	switch pgErr.Code {
 	case codeWrongExpectedVersion:
 		var d struct{ Expected, Actual int64 }

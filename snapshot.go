@@ -25,7 +25,7 @@ func (t *TenantStore) SaveSnapshot(ctx context.Context, streamID string, version
 	if !json.Valid(state) {
 		return invalid(-1, "snapshot state is not valid JSON")
 	}
-	err := t.store.queries.SaveSnapshot(ctx, t.store.pool, db.SaveSnapshotParams{
+	err := t.store.queries.SaveSnapshot(ctx, t.conn(), db.SaveSnapshotParams{
 		TenantID: t.tenantID, StreamID: streamID, StreamVersion: version, SchemaVersion: int32(schemaVersion), State: state,
 	})
 	return translate(err, streamID)
@@ -39,7 +39,7 @@ func (t *TenantStore) LoadSnapshot(ctx context.Context, streamID string) (snap S
 // LoadSnapshotAt returns the stream's latest snapshot at or below version
 // maxVersion, or ok false if none.
 func (t *TenantStore) LoadSnapshotAt(ctx context.Context, streamID string, maxVersion int64) (snap Snapshot, ok bool, err error) {
-	rows, err := t.store.queries.LoadSnapshotUpto(ctx, t.store.pool, db.LoadSnapshotUptoParams{TenantID: t.tenantID, StreamID: streamID, MaxVersion: maxVersion})
+	rows, err := t.store.queries.LoadSnapshotUpto(ctx, t.conn(), db.LoadSnapshotUptoParams{TenantID: t.tenantID, StreamID: streamID, MaxVersion: maxVersion})
 	if err != nil || len(rows) == 0 {
 		return Snapshot{}, false, translate(err, streamID)
 	}
@@ -70,7 +70,7 @@ type Aggregate[S any] struct {
 // LoadAggregate rebuilds a stream's state from its latest usable snapshot
 // plus the events after it, and returns the state and the stream version it
 // reflects. LoadAggregateAsOf rebuilds an earlier state.
-func LoadAggregate[S any](ctx context.Context, t *TenantStore, streamID string, a Aggregate[S]) (S, int64, error) {
+func LoadAggregate[S any](ctx context.Context, t TenantHandle, streamID string, a Aggregate[S]) (S, int64, error) {
 	return LoadAggregateAsOf(ctx, t, streamID, a, AsOf{})
 }
 
@@ -104,12 +104,12 @@ func (a Aggregate[S]) fromSnapshot(snap Snapshot) (S, error) {
 
 // SaveAggregateSnapshot stores state (as JSON) as the stream's snapshot at
 // version, with the aggregate's current schema version.
-func SaveAggregateSnapshot[S any](ctx context.Context, t *TenantStore, streamID string, a Aggregate[S], version int64, state S) error {
+func SaveAggregateSnapshot[S any](ctx context.Context, t TenantHandle, streamID string, a Aggregate[S], version int64, state S) error {
 	b, err := json.Marshal(state)
 	if err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
-	return t.SaveSnapshot(ctx, streamID, version, max(a.SchemaVersion, 1), b)
+	return t.tenantStore().SaveSnapshot(ctx, streamID, version, max(a.SchemaVersion, 1), b)
 }
 
 // SnapshotInfo describes a stored snapshot without its state.

@@ -81,6 +81,7 @@ func (s *Store) Tenant(tenantID string) *TenantStore {
 type TenantStore struct {
 	store    *Store
 	tenantID string
+	tx       pgx.Tx // set in a handle bound to a caller's transaction (Tx)
 }
 
 // TenantID returns the tenant the handle is scoped to.

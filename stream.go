@@ -24,7 +24,7 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 	}
 	arg := db.AppendToStreamParams{TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected), Events: batch}
 	for attempt := 0; ; attempt++ {
-		row, err := t.store.queries.AppendToStream(ctx, t.store.pool, arg)
+		row, err := t.store.queries.AppendToStream(ctx, t.conn(), arg)
 		if err == nil {
 			return AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
 		}
@@ -43,8 +43,9 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 		}
 		// ErrStreamOrder: a transaction with a larger id appended to the
 		// stream first; a new transaction (a new, larger id) appends after
-		// it, with the same expected version.
-		if isStreamOrder(err) && attempt < t.store.config.AnyVersionRetries {
+		// it, with the same expected version. A caller's transaction keeps
+		// its id: the error is the caller's to retry.
+		if isStreamOrder(err) && t.tx == nil && attempt < t.store.config.AnyVersionRetries {
 			continue
 		}
 		retryable := expected == Any || expected == StreamExists
@@ -65,7 +66,7 @@ func (t *TenantStore) DeleteStream(ctx context.Context, streamID string, expecte
 	if err := checkStreamID(streamID); err != nil {
 		return 0, err
 	}
-	v, err := t.store.queries.DeleteStream(ctx, t.store.pool, db.DeleteStreamParams{
+	v, err := t.store.queries.DeleteStream(ctx, t.conn(), db.DeleteStreamParams{
 		TenantID: t.tenantID, StreamID: streamID, ExpectedVersion: int64(expected),
 	})
 	if isUniqueViolation(err) {
@@ -77,7 +78,7 @@ func (t *TenantStore) DeleteStream(ctx context.Context, streamID string, expecte
 // StreamVersion returns a stream's current version (0: no events) and
 // whether it is deleted.
 func (t *TenantStore) StreamVersion(ctx context.Context, streamID string) (version int64, deleted bool, err error) {
-	row, err := t.store.queries.StreamHead(ctx, t.store.pool, db.StreamHeadParams{TenantID: t.tenantID, StreamID: streamID})
+	row, err := t.store.queries.StreamHead(ctx, t.conn(), db.StreamHeadParams{TenantID: t.tenantID, StreamID: streamID})
 	return row.Version, row.Deleted, translate(err, streamID)
 }
 
@@ -106,7 +107,7 @@ func (t *TenantStore) ReadStream(ctx context.Context, streamID string, opts Read
 	if opts.Backwards && from == 0 {
 		from = -1
 	}
-	rows, err := t.store.queries.ReadStream(ctx, t.store.pool, db.ReadStreamParams{
+	rows, err := t.store.queries.ReadStream(ctx, t.conn(), db.ReadStreamParams{
 		TenantID: t.tenantID, StreamID: streamID, FromVersion: from, MaxCount: int32(min(limit, 1<<30)), Backwards: opts.Backwards,
 	})
 	if err != nil {

@@ -20,7 +20,8 @@ import (
 
 // Handler handles one delivered event inside tx, the transaction that also
 // moves the subscription's checkpoint. Write a projection kept in
-// PostgreSQL through tx and its effects commit exactly once with the
+// PostgreSQL through tx, or append follow-up events through
+// TenantStore.Tx(tx), and its effects commit exactly once with the
 // checkpoint. Effects outside tx (a call to another service) are
 // at-least-once: a batch whose commit fails, times out or loses its lease
 // is delivered again. tx is scoped to the subscription's tenant. Returning

@@ -59,7 +59,8 @@ func (at AsOf) includes(ev RecordedEvent) (in, more bool) {
 // the version of the last event applied. A Version bound starts from the
 // latest usable snapshot at or below it; Position and Time bounds replay
 // from the stream's start, since a snapshot's version tells neither.
-func LoadAggregateAsOf[S any](ctx context.Context, t *TenantStore, streamID string, a Aggregate[S], at AsOf) (S, int64, error) {
+func LoadAggregateAsOf[S any](ctx context.Context, h TenantHandle, streamID string, a Aggregate[S], at AsOf) (S, int64, error) {
+	t := h.tenantStore()
 	state := a.Init()
 	if err := at.check(true); err != nil {
 		return state, 0, err
@@ -113,7 +114,8 @@ func LoadAggregateAsOf[S any](ctx context.Context, t *TenantStore, streamID stri
 // or the read's head if that is lower (a position beyond it could still be
 // taken by an append in flight); under a Time bound it is the read's head.
 // A failed apply returns init(), never a partial state.
-func Project[S any](ctx context.Context, t *TenantStore, q Query, init func() S, apply func(S, RecordedEvent) (S, error), at AsOf) (S, int64, error) {
+func Project[S any](ctx context.Context, h TenantHandle, q Query, init func() S, apply func(S, RecordedEvent) (S, error), at AsOf) (S, int64, error) {
+	t := h.tenantStore()
 	if err := at.check(false); err != nil {
 		return init(), 0, err
 	}
