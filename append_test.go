@@ -325,3 +325,23 @@ func TestBusyBoundaryFailsFastOnACommittedConflict(t *testing.T) {
 		t.Fatalf("after the holder committed: %v, want a violation", err)
 	}
 }
+
+// In a caller's transaction ErrStreamOrder is the caller's: its id cannot
+// change, so the append is not retried there, and the error says so.
+func TestStreamOrderInACallersTransactionIsReturned(t *testing.T) {
+	ctx := context.Background()
+	ts, pool := newTenant(t)
+	mustAppend(t, ts, "s", pges.NoStream, ev("E", nil))
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil { // wrote something first
+		t.Fatal(err)
+	}
+	mustAppend(t, ts, "s", pges.Any, ev("E", nil)) // a later transaction appends
+	if _, err := ts.Tx(tx).AppendToStream(ctx, "s", pges.Any, ev("E", nil)); !errors.Is(err, pges.ErrStreamOrder) {
+		t.Fatalf("append in the caller's transaction: %v, want ErrStreamOrder", err)
+	}
+}

@@ -240,11 +240,13 @@ func TestTxLostVersionRaceRetriesInASavepoint(t *testing.T) {
 		res, err = ts.Tx(tx).AppendToStream(ctx, "s", pges.Any, ev("Mine", 1))
 		done <- err
 	}()
-	// Wait until our append waits for the rival's version 2 (the unique
-	// index), then let the rival commit: our insert fails and is retried.
+	// Wait until our append waits for the rival: on the stream's queue lock
+	// (migrations/00012: appends to one stream queue, and then see the
+	// winner's version), or on the unique index before that. Then let the
+	// rival commit.
 	waitFor(t, 10*time.Second, "the append to wait for the rival", func() bool {
 		var n int
-		_ = admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'").Scan(&n)
+		_ = admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'advisory')").Scan(&n)
 		return n > 0
 	})
 	if err := rival.Commit(ctx); err != nil {
