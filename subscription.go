@@ -350,14 +350,19 @@ func (s *subscriber) checkpointParams(cp logKey, lastPosition int64) db.CommitCh
 // Wake-ups: only one appending transaction per tenant at a time notifies
 // (migration 00007); the others had written when it committed, so their ids
 // are below the next transaction id seen by the first read after the
-// wake-up. After a wake-up the loop keeps polling, backing off from minPoll,
-// until its horizon passes that id: until every such writer has ended and
-// been read.
+// wake-up, and they hold the tenant's writer lock until they end. After a
+// wake-up the loop keeps polling, backing off from minPoll, until its
+// horizon passes that id, or until a read finds none of them in flight
+// (es.log_horizon's oldest_writer) and one more read, whose snapshot is
+// taken after they all ended, has delivered them. (The horizon alone can
+// stay below that id while a stranger's transaction holds a later id open:
+// the horizon is at most the snapshot's xmax.)
 func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) error {
 	q := s.t.store.queries
 	var (
 		woke        = true // read once at start as if woken
 		pendingXid  int64  // keep polling until the horizon reaches it
+		settled     bool   // a read found no writer below pendingXid in flight
 		pollBackoff = minPoll
 		maxPoll     = min(s.cfg.PollInterval, 100*time.Millisecond)
 		lastRenew   = time.Now()
@@ -413,7 +418,7 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			rows = nil // no events
 		}
 		if woke {
-			pendingXid, woke = max(pendingXid, h.NextXid), false
+			pendingXid, woke, settled = max(pendingXid, h.NextXid), false, false
 		}
 		if len(rows) > 0 {
 			next, failed, err := s.deliver(ctx, reader, rows, parked)
@@ -464,12 +469,21 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 				continue
 			}
 		}
-		// Nothing matching is left below the horizon.
-		if hk := (logKey{h.Horizon, 0}); cpp.less(hk) {
-			*cpp = hk
+		// Nothing matching is left below the horizon; the checkpoint may
+		// move only to the safe bound (a transaction below the horizon that
+		// has not appended yet could still append below it).
+		if sk := (logKey{h.Safe, 0}); cpp.less(sk) {
+			*cpp = sk
 		}
-		if h.Horizon < pendingXid {
-			woken, err := sleep(ctx, pollBackoff, w)
+		if h.Horizon < pendingXid && !settled {
+			// Once no writer of the wake-up is in flight, read once more
+			// (its snapshot sees them all) and stop.
+			settled = h.OldestWriter >= pendingXid
+			d := pollBackoff
+			if settled {
+				d = 0
+			}
+			woken, err := sleep(ctx, d, w)
 			if err != nil {
 				return err
 			}
@@ -477,7 +491,7 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			pollBackoff = min(pollBackoff*5/4, maxPoll)
 			continue
 		}
-		pendingXid, pollBackoff = 0, minPoll
+		pendingXid, pollBackoff, settled = 0, minPoll, false
 		wait := s.cfg.PollInterval
 		if s.durable() {
 			wait = min(wait, max(0, renewEvery-time.Since(lastRenew)))

@@ -1119,6 +1119,58 @@ END $$;
 
 
 --
+-- Name: log_horizon(text); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.log_horizon(p_tenant_id text, OUT horizon xid8, OUT safe xid8, OUT oldest_writer xid8) RETURNS record
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_snap pg_snapshot := pg_current_snapshot();
+    v_xmax xid8 := pg_snapshot_xmax(v_snap);
+    v_xmax64 bigint := pg_snapshot_xmax(v_snap)::text::bigint;
+    v_key bigint := es.lock_key(p_tenant_id, 'a', '');
+    v_db oid;
+    v_writers bigint[];   -- the writers' 32-bit transaction ids
+BEGIN
+    -- A session's transactions show in pg_locks to anyone; still, a
+    -- tenant's horizon is asked for by its own scope only.
+    PERFORM es.require_tenant(p_tenant_id);
+    SELECT d.oid INTO v_db FROM pg_database d WHERE d.datname = current_database();
+    -- First the lock table (one consistent copy): the tenant's writers now.
+    WITH l AS MATERIALIZED (
+        SELECT l.locktype, l.database, l.classid, l.objid, l.objsubid, l.virtualtransaction, l.transactionid, l.mode, l.granted
+          FROM pg_lock_status() l
+         WHERE l.locktype IN ('advisory', 'transactionid'))
+    SELECT coalesce(array_agg(DISTINCT x.transactionid::text::bigint), '{}') INTO v_writers
+      FROM l a JOIN l x ON x.virtualtransaction = a.virtualtransaction
+     WHERE a.locktype = 'advisory' AND a.database = v_db
+       AND (a.objsubid = 1 AND a.classid = ((v_key >> 32) & 4294967295)::oid AND a.objid = (v_key & 4294967295)::oid
+            OR a.objsubid = 2 AND a.classid = 1163067393::oid AND a.objid = es.lock_stripe(v_key)::oid)
+       AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted;
+    -- Then the statuses of S's in-progress ids.
+    WITH elsewhere AS MATERIALIZED (
+        SELECT a.backend_xid::text::bigint AS xid FROM pg_stat_get_activity(NULL) a
+         WHERE a.backend_xid IS NOT NULL AND a.datid <> v_db
+        UNION
+        SELECT p.transaction::text::bigint FROM pg_prepared_xact() p WHERE p.dbid <> v_db),
+    s AS (
+        SELECT x, (x::text::bigint & 4294967295) = ANY (v_writers) AS writer, pg_xact_status(x) AS status,
+               (x::text::bigint & 4294967295) IN (SELECT e.xid FROM elsewhere e) AS elsewhere
+          FROM pg_snapshot_xip(v_snap) x)
+    SELECT least(v_xmax, min(s.x) FILTER (WHERE s.writer OR s.status = 'committed' AND NOT s.elsewhere)),
+           least(v_xmax, min(s.x) FILTER (WHERE s.writer OR s.status IS DISTINCT FROM 'aborted' AND NOT s.elsewhere)),
+           min(s.x) FILTER (WHERE s.writer OR s.status = 'committed' AND NOT s.elsewhere)
+      INTO horizon, safe, oldest_writer
+      FROM s;
+    SELECT least(oldest_writer, min((v_xmax64 + (((w - (v_xmax64 & 4294967295)) + 2147483648) & 4294967295) - 2147483648)::text::xid8))
+      INTO oldest_writer
+      FROM unnest(v_writers) w;
+END $$;
+
+
+--
 -- Name: log_key_at(text, bigint, timestamp with time zone); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1135,8 +1187,8 @@ BEGIN
         SELECT min(e.tx_id) INTO tx_id FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.recorded_at >= p_time;
     END IF;
     -- A transaction still open can hold an event at or after p_position
-    -- with a smaller id than any visible one: never start above the horizon.
-    tx_id := least(tx_id, pg_snapshot_xmin(pg_current_snapshot()));
+    -- with a smaller id than any visible one: never start above "safe".
+    tx_id := least(tx_id, (SELECT h.safe FROM es.log_horizon(p_tenant_id) h));
     "position" := 0;
 END $$;
 
@@ -1334,11 +1386,16 @@ CREATE FUNCTION es.read_log(p_tenant_id text, p_after_tx xid8, p_after_position 
 DECLARE
     v_group jsonb := p_filter->'group';
     v_key text := coalesce(p_filter->'group'->>'key', 'stream');
+    v_horizon xid8 := p_horizon;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     PERFORM es.check_filter(p_filter);
     IF p_limit IS NULL OR p_limit < 1 OR p_after_tx IS NULL OR p_after_position IS NULL THEN
         PERFORM es.raise('ES004', 'read_log needs a checkpoint and a limit of 1 or more');
+    END IF;
+    -- STABLE: this and the scan below share the caller's snapshot.
+    IF v_horizon IS NULL THEN
+        SELECT h.horizon INTO v_horizon FROM es.log_horizon(p_tenant_id) h;
     END IF;
     RETURN QUERY EXECUTE format(
         'SELECT * FROM es.events e
@@ -1353,7 +1410,7 @@ BEGIN
                          CASE WHEN v_key = 'stream' THEN 'e.stream_id'
                               ELSE format('(SELECT t FROM unnest(e.tags) t WHERE left(t, %s) = %L LIMIT 1)', length(v_key) - 4, substr(v_key, 5)) END,
                          '', (v_group->>'members')::int, (v_group->>'member')::int) END)
-    USING p_tenant_id, p_after_tx, p_after_position, coalesce(p_horizon, pg_snapshot_xmin(pg_current_snapshot())), p_limit;
+    USING p_tenant_id, p_after_tx, p_after_position, v_horizon, p_limit;
 END $_$;
 
 
@@ -1612,7 +1669,7 @@ BEGIN
         RETURN v_row;
     END IF;
     IF p_start = 'end' THEN
-        v_tx := pg_snapshot_xmin(pg_current_snapshot());
+        SELECT h.safe INTO v_tx FROM es.log_horizon(p_tenant_id) h;
     ELSIF p_start <> 'beginning' THEN
         SELECT k.tx_id INTO v_tx FROM es.log_key_at(p_tenant_id, p_start::bigint, NULL) k;
     END IF;
@@ -1653,18 +1710,19 @@ CREATE FUNCTION es.subscription_next(p_tenant_id text, p_name text, p_limit inte
     AS $$
 DECLARE
     v_sub es.subscriptions;
-    v_horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_safe xid8;
     v_count bigint;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
+    SELECT h.safe INTO v_safe FROM es.log_horizon(p_tenant_id) h;
     SELECT * INTO v_sub FROM es.subscriptions s WHERE s.tenant_id = p_tenant_id AND s.name = p_name;
     IF NOT FOUND THEN
         PERFORM es.raise('ES004', format('subscription %L not found: create it with es.subscribe', left(p_name, 120)));
     END IF;
-    RETURN QUERY SELECT * FROM es.read_log(p_tenant_id, v_sub.checkpoint_tx, v_sub.checkpoint_position, v_sub.filter, p_limit, v_horizon);
+    RETURN QUERY SELECT * FROM es.read_log(p_tenant_id, v_sub.checkpoint_tx, v_sub.checkpoint_position, v_sub.filter, p_limit, NULL);
     GET DIAGNOSTICS v_count = ROW_COUNT;
-    IF v_count = 0 AND (v_sub.checkpoint_tx, v_sub.checkpoint_position) < (v_horizon, 0::bigint) THEN
-        UPDATE es.subscriptions s SET checkpoint_tx = v_horizon, checkpoint_position = 0, updated_at = now()
+    IF v_count = 0 AND (v_sub.checkpoint_tx, v_sub.checkpoint_position) < (v_safe, 0::bigint) THEN
+        UPDATE es.subscriptions s SET checkpoint_tx = v_safe, checkpoint_position = 0, updated_at = now()
          WHERE s.tenant_id = p_tenant_id AND s.name = p_name
            AND (s.checkpoint_tx, s.checkpoint_position) = (v_sub.checkpoint_tx, v_sub.checkpoint_position);
     END IF;

@@ -181,9 +181,11 @@ func (q *Queries) ParkEvent(ctx context.Context, db DBTX, arg ParkEventParams) e
 
 const readLog = `-- name: ReadLog :many
 WITH h AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
-           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
-SELECT h.horizon::text::bigint AS horizon,
+    SELECT l.horizon, l.safe, l.oldest_writer,
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
+      FROM es.log_horizon($1::text) AS l(horizon, safe, oldest_writer))
+SELECT h.horizon::text::bigint AS horizon, h.safe::text::bigint AS safe,
+       coalesce(h.oldest_writer::text::bigint, 9223372036854775807)::bigint AS oldest_writer,
        (h.xmax + CASE WHEN (h.xmax & 4294967295) >= 3 THEN age(((h.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid,
        coalesce(e.tx_id::text::bigint, 0)::bigint AS tx_id, coalesce(e.position, 0)::bigint AS position,
        coalesce(e.event_id, '00000000-0000-0000-0000-000000000000')::uuid AS event_id, coalesce(e.event_type, '')::text AS event_type,
@@ -222,6 +224,8 @@ type ReadLogParams struct {
 
 type ReadLogRow struct {
 	Horizon       int64
+	Safe          int64
+	OldestWriter  int64
 	NextXid       int64
 	TxID          int64
 	Position      int64
@@ -247,7 +251,10 @@ type ReadLogRow struct {
 // One statement: the horizon, the next transaction id and the batch below
 // the horizon, all from this statement's snapshot; one row with position 0
 // when the batch is empty.
-// horizon: pg_snapshot_xmin; every transaction below it has ended.
+// horizon, safe, oldest_writer: es.log_horizon (migration 00013); only the
+// tenant's writers hold the horizon back, and an empty read may move the
+// checkpoint to safe, never to the horizon. oldest_writer: max int8 when no
+// writer is in flight.
 // next_xid: the next transaction id to be assigned, so every transaction
 // that has written anything is below it. (The snapshot's xmax is not that
 // bound: it is the last completed id + 1, and running transactions above
@@ -278,6 +285,8 @@ func (q *Queries) ReadLog(ctx context.Context, db DBTX, arg ReadLogParams) ([]Re
 		var i ReadLogRow
 		if err := rows.Scan(
 			&i.Horizon,
+			&i.Safe,
+			&i.OldestWriter,
 			&i.NextXid,
 			&i.TxID,
 			&i.Position,

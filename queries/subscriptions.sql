@@ -11,7 +11,10 @@
 -- One statement: the horizon, the next transaction id and the batch below
 -- the horizon, all from this statement's snapshot; one row with position 0
 -- when the batch is empty.
--- horizon: pg_snapshot_xmin; every transaction below it has ended.
+-- horizon, safe, oldest_writer: es.log_horizon (migration 00013); only the
+-- tenant's writers hold the horizon back, and an empty read may move the
+-- checkpoint to safe, never to the horizon. oldest_writer: max int8 when no
+-- writer is in flight.
 -- next_xid: the next transaction id to be assigned, so every transaction
 -- that has written anything is below it. (The snapshot's xmax is not that
 -- bound: it is the last completed id + 1, and running transactions above
@@ -20,9 +23,11 @@
 -- except within 3 ids of a wraparound, where the bound falls back to
 -- xmax + 3.
 WITH h AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
-           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
-SELECT h.horizon::text::bigint AS horizon,
+    SELECT l.horizon, l.safe, l.oldest_writer,
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
+      FROM es.log_horizon(@tenant_id::text) AS l(horizon, safe, oldest_writer))
+SELECT h.horizon::text::bigint AS horizon, h.safe::text::bigint AS safe,
+       coalesce(h.oldest_writer::text::bigint, 9223372036854775807)::bigint AS oldest_writer,
        (h.xmax + CASE WHEN (h.xmax & 4294967295) >= 3 THEN age(((h.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid,
        coalesce(e.tx_id::text::bigint, 0)::bigint AS tx_id, coalesce(e.position, 0)::bigint AS position,
        coalesce(e.event_id, '00000000-0000-0000-0000-000000000000')::uuid AS event_id, coalesce(e.event_type, '')::text AS event_type,
