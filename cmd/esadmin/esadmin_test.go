@@ -844,7 +844,6 @@ func TestSubscriptionCommands(t *testing.T) {
 	}
 	wantOK(t, esadmin(t, in.String(), "events", "append", "-t", id))
 	all := jsonLines[pges.RecordedEvent](t, esadmin(t, "", "replay", "-t", id).stdout)
-	testdb.WaitForHorizon(t, p)
 
 	// A SQL consumer that has read everything.
 	conn, err := p.Acquire(ctx)

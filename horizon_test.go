@@ -1,0 +1,241 @@
+package pges_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eventstore-go/pges"
+	"github.com/eventstore-go/pges/internal/testdb"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Hazard 13: the delivery horizon (migration 00013) is held back only by
+// the tenant's own writers. These tests use prompt deadlines (2 s) with no
+// fallback poll: before 00013 each of the first three waited for the
+// stranger's transaction to end, which here is never.
+
+// clusterXmin is the horizon before 00013: pg_snapshot_xmin, cluster-wide.
+func clusterXmin(t *testing.T, pool *pgxpool.Pool) uint64 {
+	t.Helper()
+	var x uint64
+	if err := pool.QueryRow(context.Background(), "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").Scan(&x); err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// sqlPoller polls a subscription through the SQL API (es.subscription_next
+// and es.subscription_ack) on a connection scoped to the tenant.
+type sqlPoller struct {
+	t      *testing.T
+	conn   *pgxpool.Conn
+	tenant string
+	name   string
+}
+
+func newSQLPoller(t *testing.T, admin *pgxpool.Pool, tenant, name string) *sqlPoller {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := admin.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = conn.Exec(ctx, "RESET es.tenant_id"); conn.Release() })
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false), es.subscribe($1, $2, '{}')", tenant, name); err != nil {
+		t.Fatal(err)
+	}
+	return &sqlPoller{t: t, conn: conn, tenant: tenant, name: name}
+}
+
+// next returns the positions of the next batch and acknowledges it.
+func (p *sqlPoller) next() []int64 {
+	p.t.Helper()
+	ctx := context.Background()
+	rows, err := p.conn.Query(ctx, "SELECT tx_id::text::bigint, position FROM es.subscription_next($1, $2, 100)", p.tenant, p.name)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var lastTx, lastPos int64
+	var out []int64
+	for rows.Next() {
+		if err := rows.Scan(&lastTx, &lastPos); err != nil {
+			p.t.Fatal(err)
+		}
+		out = append(out, lastPos)
+	}
+	if err := rows.Err(); err != nil {
+		p.t.Fatal(err)
+	}
+	if len(out) > 0 {
+		if _, err := p.conn.Exec(ctx, "SELECT es.subscription_ack($1, $2, $3::bigint::text::xid8, $4)", p.tenant, p.name, lastTx, lastPos); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// checkPrompt appends one event and requires both a Go subscriber and an
+// SQL poller to get it within 2 s while whatever the caller holds open
+// stays open.
+func checkPrompt(t *testing.T, ts *pges.TenantStore, admin *pgxpool.Pool, what string) {
+	t.Helper()
+	got := &collector{}
+	run(t, ts, pges.SubscriptionConfig{Name: "go", Handler: got.handle, PollInterval: noPoll})
+	sql := newSQLPoller(t, admin, ts.TenantID(), "sql")
+	time.Sleep(50 * time.Millisecond)
+	pos := appendDCB(t, ts, ev("E", 1))[0]
+	waitFor(t, 2*time.Second, "delivery while "+what, func() bool { return len(got.positions()) == 1 })
+	var polled []int64
+	waitFor(t, 2*time.Second, "an SQL poll while "+what, func() bool { polled = append(polled, sql.next()...); return len(polled) > 0 })
+	if p := got.positions(); p[0] != pos || !slices.Equal(polled, []int64{pos}) {
+		t.Fatalf("Go got %v, SQL got %v, want [%d]", p, polled, pos)
+	}
+}
+
+// (a) A transaction with an id, open in another database of the server.
+func TestHorizonIgnoresOtherDatabases(t *testing.T) {
+	ts, admin := newTenant(t)
+	xid := testdb.HoldXid(t)
+	if x := clusterXmin(t, admin); x > xid {
+		t.Fatalf("setup: the stranger's transaction %d does not hold the cluster-wide xmin %d", xid, x)
+	}
+	checkPrompt(t, ts, admin, "another database holds a transaction open")
+}
+
+// (b) A transaction of this database that wrote another table, left open.
+func TestHorizonIgnoresTransactionsThatWroteNoEvent(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	table := "unrelated_" + ts.TenantID()
+	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE TABLE %s (n int)", table)); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, fmt.Sprintf("INSERT INTO %s VALUES (1)", table)); err != nil {
+		t.Fatal(err)
+	}
+	checkPrompt(t, ts, admin, "a transaction that wrote another table is open")
+}
+
+// (c) A long transaction of another tenant that has appended (it holds
+// that tenant's writer lock) and stays open.
+func TestHorizonIgnoresOtherTenantsWriters(t *testing.T) {
+	ts, admin := newTenant(t)
+	other := testdb.NewTenant(t, admin)
+	beginAppend(t, admin, other, "Elsewhere")
+	checkPrompt(t, ts, admin, "another tenant's append is in flight")
+}
+
+// (d) The tenant's own writer in flight still holds delivery back, with a
+// stranger's transaction open too, and its event is delivered, first, when
+// it commits.
+func TestHorizonWaitsForTheTenantsOwnWriters(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	testdb.HoldXid(t)
+	got := &collector{}
+	run(t, ts, pges.SubscriptionConfig{Name: "go", Handler: got.handle, PollInterval: noPoll})
+	sql := newSQLPoller(t, admin, ts.TenantID(), "sql")
+	txA, posA := beginAppend(t, admin, ts.TenantID(), "A")
+	posB := appendDCB(t, ts, ev("B", 1))[0]
+	time.Sleep(300 * time.Millisecond)
+	if p, q := got.positions(), sql.next(); len(p) != 0 || len(q) != 0 {
+		t.Fatalf("delivered %v (Go) and %v (SQL) while A (position %d) was in flight", p, q, posA)
+	}
+	if err := txA.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{posA, posB}
+	waitFor(t, 2*time.Second, "A and B", func() bool { return len(got.positions()) == 2 })
+	if p, q := got.positions(), sql.next(); !slices.Equal(p, want) || !slices.Equal(q, want) {
+		t.Fatalf("Go got %v, SQL got %v, want %v", p, q, want)
+	}
+}
+
+// A transaction that had an id before it appends, with no later event of
+// the tenant committed: it is not a writer while empty polls run, so the
+// horizon passes it; the checkpoint must not (it moves to es.log_horizon's
+// safe bound), or its event would be skipped.
+func TestCheckpointDoesNotPassATransactionThatMayStillAppend(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	table := "early_" + ts.TenantID()
+	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE TABLE %s (n int)", table)); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var x uint64
+	if err := tx.QueryRow(ctx, fmt.Sprintf("INSERT INTO %s VALUES (1) RETURNING pg_current_xact_id()::text::bigint", table)).Scan(&x); err != nil {
+		t.Fatal(err)
+	}
+	// Later ids complete, so the horizon (at most the snapshot's xmax)
+	// moves past x.
+	other := testdb.NewTenant(t, admin)
+	for range 3 {
+		if _, err := admin.Exec(ctx, `SELECT es.append_events(set_config('es.tenant_id', $1, true), '[{"type":"Later","payload":{}}]')`, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := &collector{}
+	run(t, ts, pges.SubscriptionConfig{Name: "go", Handler: got.handle, PollInterval: 20 * time.Millisecond})
+	sql := newSQLPoller(t, admin, ts.TenantID(), "sql")
+	var horizon uint64
+	if err := sql.conn.QueryRow(ctx, "SELECT horizon::text::bigint FROM es.log_horizon($1)", ts.TenantID()).Scan(&horizon); err != nil {
+		t.Fatal(err)
+	}
+	if horizon <= x {
+		t.Fatalf("setup: the horizon %d did not pass the open transaction %d", horizon, x)
+	}
+	for range 3 {
+		if p := sql.next(); len(p) != 0 {
+			t.Fatalf("SQL poll of an empty tenant returned %v", p)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // empty Go reads (the fallback poll is 20 ms)
+	var pos []int64
+	if err := tx.QueryRow(ctx, `SELECT es.append_events(set_config('es.tenant_id', $1, true), '[{"type":"Late","payload":{}}]')`,
+		ts.TenantID()).Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the late transaction's event (Go)", func() bool { return len(got.positions()) == 1 })
+	if p, q := got.positions(), sql.next(); p[0] != pos[0] || !slices.Equal(q, pos) {
+		t.Fatalf("Go got %v, SQL got %v, want %v", p, q, pos)
+	}
+}
+
+// A subscription that starts at the end, or an ephemeral one, starts at the
+// safe bound: not held at a stranger's transaction in another database (it
+// would deliver everything committed since it began), and never past a
+// transaction of this database that may still append.
+func TestStartAtEndIgnoresOtherDatabases(t *testing.T) {
+	ts, admin := newTenant(t)
+	testdb.HoldXid(t)
+	old := appendDCB(t, ts, ev("Old", 1))[0]
+	got := &collector{}
+	run(t, ts, pges.SubscriptionConfig{Handler: got.handle, PollInterval: noPoll, Start: pges.StartAtEnd()})
+	sql := newSQLPoller(t, admin, ts.TenantID(), "sql") // subscribes from the beginning
+	if _, err := sql.conn.Exec(context.Background(), "SELECT es.subscribe($1, 'sql-end', '{}', 'end')", ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	pos := appendDCB(t, ts, ev("New", 1))[0]
+	waitFor(t, 2*time.Second, "the new event", func() bool { return len(got.positions()) == 1 })
+	end := &sqlPoller{t: t, conn: sql.conn, tenant: ts.TenantID(), name: "sql-end"}
+	if p, q := got.positions(), end.next(); !slices.Equal(p, []int64{pos}) || !slices.Equal(q, []int64{pos}) {
+		t.Fatalf("started at the end: Go got %v, SQL got %v, want [%d] (not %d)", p, q, pos, old)
+	}
+}
