@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Hazard 13: the delivery horizon (migration 00013) is held back only by
+// The delivery horizon (migration 00013) is held back only by
 // the tenant's own writers. These tests use prompt deadlines (2 s) with no
 // fallback poll: before 00013 each of the first three waited for the
 // stranger's transaction to end, which here is never.
@@ -237,5 +237,42 @@ func TestStartAtEndIgnoresOtherDatabases(t *testing.T) {
 	end := &sqlPoller{t: t, conn: sql.conn, tenant: ts.TenantID(), name: "sql-end"}
 	if p, q := got.positions(), end.next(); !slices.Equal(p, []int64{pos}) || !slices.Equal(q, []int64{pos}) {
 		t.Fatalf("started at the end: Go got %v, SQL got %v, want [%d] (not %d)", p, q, pos, old)
+	}
+}
+
+// Subscriptions counts each subscription's lag by its filter, and names
+// the transaction that holds the tenant's delivery back while one does.
+func TestStatusCountsLagByFilterAndNamesTheHolder(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	sql := newSQLPoller(t, admin, ts.TenantID(), "all")
+	if _, err := sql.conn.Exec(ctx, `SELECT es.subscribe($1, 'wanted', '{"types":["Wanted"]}')`, ts.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		appendDCB(t, ts, ev("Wanted", i), ev("Other", i))
+	}
+	appendDCB(t, ts, ev("Other", 9), ev("Other", 10))
+	status, err := ts.Subscriptions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(status) != 2 || status[0].Name != "all" || status[0].LagEvents != 8 || status[1].LagEvents != 3 ||
+		status[0].LagCapped || status[1].LagCapped || status[1].LagSeconds <= 0 || status[0].HeldBy != nil {
+		t.Fatalf("status: %+v", status)
+	}
+	tx, _ := beginAppend(t, admin, ts.TenantID(), "InFlight")
+	var pid int
+	var xid int64
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid(), pg_current_xact_id()::text::bigint").Scan(&pid, &xid); err != nil {
+		t.Fatal(err)
+	}
+	if status, err = ts.Subscriptions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range status {
+		if h := s.HeldBy; h == nil || h.PID != pid || h.Xid != xid || h.Database == "" || h.State == "" {
+			t.Fatalf("%s: held by %+v, want pid %d xid %d", s.Name, h, pid, xid)
+		}
 	}
 }

@@ -695,15 +695,34 @@ type SubscriptionStatus struct {
 	LastPosition int64 `json:"last_position"`
 	// Head is the tenant's last position.
 	Head int64 `json:"head"`
-	// LagEvents counts the events after the checkpoint, whatever the
-	// filter; LagSeconds is the age of the oldest of them.
+	// LagEvents counts the events after the checkpoint that match the
+	// filter, among at most the 10,000 events after it: LagCapped says
+	// there are more, and LagEvents is then a lower bound. LagSeconds is
+	// the age of the oldest of them.
 	LagEvents  int64   `json:"lag_events"`
+	LagCapped  bool    `json:"lag_capped,omitempty"`
 	LagSeconds float64 `json:"lag_seconds"`
+	// HeldBy is the transaction that holds the tenant's delivery back right
+	// now (a writer of the tenant in flight), or nil.
+	HeldBy *HoldingTransaction `json:"held_by,omitempty"`
 	// Owner holds the lease until LeaseExpiresAt; empty when nobody does.
 	Owner          string     `json:"owner,omitempty"`
 	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
 	DeadLetters    int64      `json:"dead_letters"`
 	UpdatedAt      time.Time  `json:"updated_at"`
+}
+
+// HoldingTransaction is a transaction that holds a tenant's delivery back:
+// one writing the tenant's events that has not ended. PID, Database, Age
+// and State are zero when PostgreSQL does not show them (the backend ended
+// meanwhile, or the store's schema owner may not see other roles'
+// sessions); State is "prepared" for a prepared transaction.
+type HoldingTransaction struct {
+	Xid        int64   `json:"xid"`
+	PID        int     `json:"pid,omitempty"`
+	Database   string  `json:"database,omitempty"`
+	AgeSeconds float64 `json:"age_seconds,omitempty"`
+	State      string  `json:"state,omitempty"`
 }
 
 // Subscriptions lists the tenant's durable subscriptions with their lag.
@@ -715,7 +734,11 @@ func (t *TenantStore) Subscriptions(ctx context.Context) ([]SubscriptionStatus, 
 	out := make([]SubscriptionStatus, 0, len(rows))
 	for _, r := range rows {
 		st := SubscriptionStatus{Name: r.Name, Filter: r.Filter, LastPosition: r.LastPosition, Head: r.Head, LagEvents: r.LagEvents,
-			LagSeconds: r.LagSeconds, Owner: r.Owner, DeadLetters: r.DeadLetters, UpdatedAt: r.UpdatedAt.Time}
+			LagCapped: r.LagCapped, LagSeconds: r.LagSeconds, Owner: r.Owner, DeadLetters: r.DeadLetters, UpdatedAt: r.UpdatedAt.Time}
+		if r.HeldByXid != 0 {
+			st.HeldBy = &HoldingTransaction{Xid: r.HeldByXid, PID: int(r.HeldByPid), Database: r.HeldByDatabase,
+				AgeSeconds: r.HeldBySeconds, State: r.HeldByState}
+		}
 		if r.LeaseExpiresAt.Valid {
 			st.LeaseExpiresAt = &r.LeaseExpiresAt.Time
 		}

@@ -1119,6 +1119,31 @@ END $$;
 
 
 --
+-- Name: log_filter(jsonb); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.log_filter(p_filter jsonb) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_group jsonb := p_filter->'group';
+    v_key text := coalesce(p_filter->'group'->>'key', 'stream');
+BEGIN
+    RETURN format('%s %s %s %s %s',
+        CASE WHEN p_filter ? 'types' THEN format('AND e.event_type = ANY (%L::text[])', ARRAY(SELECT jsonb_array_elements_text(p_filter->'types'))) ELSE '' END,
+        CASE WHEN p_filter ? 'tags' THEN format('AND e.tags @> %L::text[]', ARRAY(SELECT jsonb_array_elements_text(p_filter->'tags'))) ELSE '' END,
+        CASE WHEN p_filter ? 'stream' THEN format('AND e.stream_id = %L', p_filter->>'stream') ELSE '' END,
+        CASE WHEN p_filter ? 'stream_prefix' THEN format('AND left(e.stream_id, %s) = %L', length(p_filter->>'stream_prefix'), p_filter->>'stream_prefix') ELSE '' END,
+        CASE WHEN v_group IS NULL OR (v_group->>'members')::int = 1 THEN ''
+             ELSE format('AND abs(hashtextextended(coalesce(%s, %L), 0) %% %s) = %s',
+                         CASE WHEN v_key = 'stream' THEN 'e.stream_id'
+                              ELSE format('(SELECT t FROM unnest(e.tags) t WHERE left(t, %s) = %L LIMIT 1)', length(v_key) - 4, substr(v_key, 5)) END,
+                         '', (v_group->>'members')::int, (v_group->>'member')::int) END);
+END $$;
+
+
+--
 -- Name: log_horizon(text); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1384,8 +1409,6 @@ CREATE FUNCTION es.read_log(p_tenant_id text, p_after_tx xid8, p_after_position 
     SET plan_cache_mode TO 'force_custom_plan'
     AS $_$
 DECLARE
-    v_group jsonb := p_filter->'group';
-    v_key text := coalesce(p_filter->'group'->>'key', 'stream');
     v_horizon xid8 := p_horizon;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
@@ -1399,17 +1422,8 @@ BEGIN
     END IF;
     RETURN QUERY EXECUTE format(
         'SELECT * FROM es.events e
-          WHERE e.tenant_id = $1 AND (e.tx_id, e.position) > ($2, $3) AND e.tx_id < $4 %s %s %s %s %s
-          ORDER BY e.tx_id, e.position LIMIT $5',
-        CASE WHEN p_filter ? 'types' THEN format('AND e.event_type = ANY (%L::text[])', ARRAY(SELECT jsonb_array_elements_text(p_filter->'types'))) ELSE '' END,
-        CASE WHEN p_filter ? 'tags' THEN format('AND e.tags @> %L::text[]', ARRAY(SELECT jsonb_array_elements_text(p_filter->'tags'))) ELSE '' END,
-        CASE WHEN p_filter ? 'stream' THEN format('AND e.stream_id = %L', p_filter->>'stream') ELSE '' END,
-        CASE WHEN p_filter ? 'stream_prefix' THEN format('AND left(e.stream_id, %s) = %L', length(p_filter->>'stream_prefix'), p_filter->>'stream_prefix') ELSE '' END,
-        CASE WHEN v_group IS NULL OR (v_group->>'members')::int = 1 THEN ''
-             ELSE format('AND abs(hashtextextended(coalesce(%s, %L), 0) %% %s) = %s',
-                         CASE WHEN v_key = 'stream' THEN 'e.stream_id'
-                              ELSE format('(SELECT t FROM unnest(e.tags) t WHERE left(t, %s) = %L LIMIT 1)', length(v_key) - 4, substr(v_key, 5)) END,
-                         '', (v_group->>'members')::int, (v_group->>'member')::int) END)
+          WHERE e.tenant_id = $1 AND (e.tx_id, e.position) > ($2, $3) AND e.tx_id < $4 %s
+          ORDER BY e.tx_id, e.position LIMIT $5', es.log_filter(p_filter))
     USING p_tenant_id, p_after_tx, p_after_position, v_horizon, p_limit;
 END $_$;
 
@@ -1733,28 +1747,54 @@ END $$;
 -- Name: subscription_status(text); Type: FUNCTION; Schema: es; Owner: -
 --
 
-CREATE FUNCTION es.subscription_status(p_tenant_id text) RETURNS TABLE(name text, filter jsonb, last_position bigint, head bigint, lag_events bigint, lag_seconds double precision, owner text, lease_expires_at timestamp with time zone, dead_letters bigint, updated_at timestamp with time zone)
+CREATE FUNCTION es.subscription_status(p_tenant_id text) RETURNS TABLE(name text, filter jsonb, last_position bigint, head bigint, lag_events bigint, lag_capped boolean, lag_seconds double precision, owner text, lease_expires_at timestamp with time zone, dead_letters bigint, updated_at timestamp with time zone, held_by_pid integer, held_by_database text, held_by_xid xid8, held_by_seconds double precision, held_by_state text)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
-    AS $$
+    AS $_$
 DECLARE
     v_head bigint;
+    v_horizon xid8;
+    v_sub es.subscriptions;
+    v_oldest timestamptz;
+    v_cap constant int := 10000;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     SELECT coalesce(max(e.position), 0) INTO v_head FROM es.events e WHERE e.tenant_id = p_tenant_id;
-    RETURN QUERY
-    SELECT s.name, s.filter, s.last_position, v_head, l.n, extract(epoch FROM now() - l.oldest)::double precision,
-           CASE WHEN s.lease_expires_at > clock_timestamp() THEN s.owner END,
-           CASE WHEN s.lease_expires_at > clock_timestamp() THEN s.lease_expires_at END,
-           (SELECT count(*) FROM es.dead_letters d WHERE d.tenant_id = s.tenant_id AND d.subscription = s.name),
-           s.updated_at
-      FROM es.subscriptions s,
-           LATERAL (SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM es.events e
-                     WHERE e.tenant_id = s.tenant_id AND (e.tx_id, e.position) > (s.checkpoint_tx, s.checkpoint_position)) l
-     WHERE s.tenant_id = p_tenant_id
-     ORDER BY s.name;
-END $$;
+    SELECT h.horizon INTO v_horizon FROM es.log_horizon(p_tenant_id) h;
+    IF v_horizon < pg_snapshot_xmax(pg_current_snapshot()) THEN
+        held_by_xid := v_horizon;
+        SELECT a.pid, a.datname::text, extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.state
+          INTO held_by_pid, held_by_database, held_by_seconds, held_by_state
+          FROM pg_stat_activity a
+         WHERE a.backend_xid IS NOT NULL AND a.backend_xid::text::bigint = v_horizon::text::bigint & 4294967295
+         LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT NULL::int, p.database::text, extract(epoch FROM clock_timestamp() - p.prepared)::float8, 'prepared'
+              INTO held_by_pid, held_by_database, held_by_seconds, held_by_state
+              FROM pg_prepared_xacts p WHERE p.transaction::text::bigint = v_horizon::text::bigint & 4294967295;
+        END IF;
+    END IF;
+    head := v_head;
+    FOR v_sub IN SELECT * FROM es.subscriptions s WHERE s.tenant_id = p_tenant_id ORDER BY s.name LOOP
+        name := v_sub.name;
+        filter := v_sub.filter;
+        last_position := v_sub.last_position;
+        EXECUTE format(
+            'SELECT count(*) FILTER (WHERE w.m), count(*) = $4, min(w.recorded_at) FILTER (WHERE w.m)
+               FROM (SELECT e.recorded_at, (true %s) AS m FROM es.events e
+                      WHERE e.tenant_id = $1 AND (e.tx_id, e.position) > ($2, $3)
+                      ORDER BY e.tx_id, e.position LIMIT $4) w', es.log_filter(v_sub.filter))
+           INTO lag_events, lag_capped, v_oldest
+          USING p_tenant_id, v_sub.checkpoint_tx, v_sub.checkpoint_position, v_cap;
+        lag_seconds := extract(epoch FROM now() - v_oldest);
+        owner := CASE WHEN v_sub.lease_expires_at > clock_timestamp() THEN v_sub.owner END;
+        lease_expires_at := CASE WHEN v_sub.lease_expires_at > clock_timestamp() THEN v_sub.lease_expires_at END;
+        SELECT count(*) INTO dead_letters FROM es.dead_letters d WHERE d.tenant_id = p_tenant_id AND d.subscription = v_sub.name;
+        updated_at := v_sub.updated_at;
+        RETURN NEXT;
+    END LOOP;
+END $_$;
 
 
 --

@@ -411,9 +411,12 @@ func (q *Queries) Subscribe(ctx context.Context, db DBTX, arg SubscribeParams) (
 const subscriptionStatus = `-- name: SubscriptionStatus :many
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $1::text, true) AS tenant_id)
 SELECT s.name::text AS name, s.filter::jsonb AS filter, s.last_position::bigint AS last_position, s.head::bigint AS head,
-       s.lag_events::bigint AS lag_events, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
+       s.lag_events::bigint AS lag_events, s.lag_capped::boolean AS lag_capped, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
        coalesce(s.owner, '')::text AS owner, s.lease_expires_at::timestamptz AS lease_expires_at,
-       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at
+       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at,
+       coalesce(s.held_by_xid::text::bigint, 0)::bigint AS held_by_xid, coalesce(s.held_by_pid, 0)::int AS held_by_pid,
+       coalesce(s.held_by_database, '')::text AS held_by_database, coalesce(s.held_by_seconds, 0)::float8 AS held_by_seconds,
+       coalesce(s.held_by_state, '')::text AS held_by_state
 FROM t, LATERAL es.subscription_status(t.tenant_id) s
 `
 
@@ -423,11 +426,17 @@ type SubscriptionStatusRow struct {
 	LastPosition   int64
 	Head           int64
 	LagEvents      int64
+	LagCapped      bool
 	LagSeconds     float64
 	Owner          string
 	LeaseExpiresAt pgtype.Timestamptz
 	DeadLetters    int64
 	UpdatedAt      pgtype.Timestamptz
+	HeldByXid      int64
+	HeldByPid      int32
+	HeldByDatabase string
+	HeldBySeconds  float64
+	HeldByState    string
 }
 
 func (q *Queries) SubscriptionStatus(ctx context.Context, db DBTX, tenantID string) ([]SubscriptionStatusRow, error) {
@@ -445,11 +454,17 @@ func (q *Queries) SubscriptionStatus(ctx context.Context, db DBTX, tenantID stri
 			&i.LastPosition,
 			&i.Head,
 			&i.LagEvents,
+			&i.LagCapped,
 			&i.LagSeconds,
 			&i.Owner,
 			&i.LeaseExpiresAt,
 			&i.DeadLetters,
 			&i.UpdatedAt,
+			&i.HeldByXid,
+			&i.HeldByPid,
+			&i.HeldByDatabase,
+			&i.HeldBySeconds,
+			&i.HeldByState,
 		); err != nil {
 			return nil, err
 		}

@@ -95,9 +95,12 @@ SELECT es.delete_subscription(t.tenant_id, @name::text)::boolean AS found FROM t
 -- name: SubscriptionStatus :many
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
 SELECT s.name::text AS name, s.filter::jsonb AS filter, s.last_position::bigint AS last_position, s.head::bigint AS head,
-       s.lag_events::bigint AS lag_events, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
+       s.lag_events::bigint AS lag_events, s.lag_capped::boolean AS lag_capped, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
        coalesce(s.owner, '')::text AS owner, s.lease_expires_at::timestamptz AS lease_expires_at,
-       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at
+       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at,
+       coalesce(s.held_by_xid::text::bigint, 0)::bigint AS held_by_xid, coalesce(s.held_by_pid, 0)::int AS held_by_pid,
+       coalesce(s.held_by_database, '')::text AS held_by_database, coalesce(s.held_by_seconds, 0)::float8 AS held_by_seconds,
+       coalesce(s.held_by_state, '')::text AS held_by_state
 FROM t, LATERAL es.subscription_status(t.tenant_id) s;
 
 -- name: ListDeadLetters :many

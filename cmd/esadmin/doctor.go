@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/eventstore-go/pges"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/urfave/cli/v2"
 )
@@ -17,6 +21,19 @@ type doctorReport struct {
 	SchemaVersion int64             `json:"schema_version"`
 	LatestVersion int64             `json:"latest_version"`
 	Tenants       []tenantSize      `json:"tenants"`
+	// HeldBack: transactions writing a tenant's events that have been open
+	// for more than a second; each holds that tenant's subscriptions back
+	// until it ends.
+	HeldBack []heldBack `json:"held_back,omitempty"`
+}
+
+type heldBack struct {
+	Tenant     string  `json:"tenant"`
+	PID        int     `json:"pid"`
+	Database   string  `json:"database"`
+	Xid        string  `json:"xid"`
+	AgeSeconds float64 `json:"age_seconds"`
+	State      string  `json:"state"`
 }
 
 type tenantSize struct {
@@ -111,6 +128,11 @@ func doctorCommand() *cli.Command {
 					return err
 				}
 			}
+			if r.SchemaVersion >= 13 {
+				if r.HeldBack, err = heldBackTenants(c.Context, pool); err != nil {
+					return fmt.Errorf("writers holding subscriptions back: %w", err)
+				}
+			}
 			if c.Bool("json") {
 				return json.NewEncoder(c.App.Writer).Encode(r)
 			}
@@ -132,7 +154,37 @@ func doctorCommand() *cli.Command {
 					fmt.Fprintf(w, "  %s\t%s, %d bytes\n", t.Tenant, t.Status, t.Bytes)
 				}
 			}
+			fmt.Fprintf(w, "writers holding subscriptions back (open > 1s)\t%d\n", len(r.HeldBack))
+			for _, h := range r.HeldBack {
+				fmt.Fprintf(w, "  %s\tpid %d, database %s, xid %s, open %s, %s\n", h.Tenant, h.PID, h.Database, h.Xid,
+					time.Duration(h.AgeSeconds*float64(time.Second)).Round(time.Millisecond), h.State)
+			}
 			return w.Flush()
 		},
 	}
+}
+
+// heldBackTenants finds the transactions that hold a tenant's writer lock
+// (migration 00013: only these hold its delivery back) and have been open
+// for more than a second, oldest first.
+func heldBackTenants(ctx context.Context, pool *pgxpool.Pool) ([]heldBack, error) {
+	rows, err := pool.Query(ctx, `
+		SELECT t.tenant_id, a.pid, a.datname::text, coalesce(a.backend_xid::text, ''),
+		       extract(epoch FROM clock_timestamp() - a.xact_start)::float8, coalesce(a.state, '')
+		  FROM es.tenants t
+		  CROSS JOIN LATERAL (SELECT es.lock_key(t.tenant_id, 'a', '') AS k) k
+		  JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 1
+		       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+		       AND l.classid = ((k.k >> 32) & 4294967295)::oid AND l.objid = (k.k & 4294967295)::oid
+		  JOIN pg_stat_activity a ON a.pid = l.pid
+		 WHERE a.backend_xid IS NOT NULL AND a.xact_start < clock_timestamp() - interval '1 second'
+		 ORDER BY a.xact_start, t.tenant_id LIMIT 50`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (heldBack, error) {
+		var h heldBack
+		err := r.Scan(&h.Tenant, &h.PID, &h.Database, &h.Xid, &h.AgeSeconds, &h.State)
+		return h, err
+	})
 }

@@ -650,6 +650,53 @@ func TestDoctor(t *testing.T) {
 	}
 }
 
+// A writer of a tenant's events left open for more than a second holds
+// that tenant's subscriptions back: doctor and subscription list name it.
+func TestDoctorNamesTheWriterHoldingSubscriptionsBack(t *testing.T) {
+	const id = "cli-held-back"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	ctx := context.Background()
+	p := pool(t)
+	conn, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false), es.subscribe($1, 'proj', '{}')", id); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "RESET es.tenant_id")
+	tx, err := p.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var pid int
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid() FROM es.append_events(set_config('es.tenant_id', $1, true), '[{"type":"T","payload":{}}]')`,
+		id).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	r := esadmin(t, "", "doctor", "--json")
+	wantOK(t, r)
+	var rep doctorReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, h := range rep.HeldBack {
+		found = found || h.Tenant == id && h.PID == pid && h.Database != "" && h.AgeSeconds >= 1 && h.State != ""
+	}
+	if !found {
+		t.Fatalf("doctor's held_back %+v does not name pid %d of tenant %s", rep.HeldBack, pid, id)
+	}
+	r = esadmin(t, "", "subscription", "list", "-t", id)
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, fmt.Sprintf("pid %d, database ", pid)) {
+		t.Fatalf("subscription list does not name pid %d:\n%s", pid, r.stdout)
+	}
+}
+
 func TestReplay(t *testing.T) {
 	const id = "cli-replay"
 	wantOK(t, esadmin(t, "", "tenant", "create", id))

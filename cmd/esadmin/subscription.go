@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -121,14 +122,18 @@ func subscriptionCommand() *cli.Command {
 							return writeJSONLines(c, list)
 						}
 						w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-						fmt.Fprintln(w, "NAME\tLAST POSITION\tHEAD\tLAG EVENTS\tLAG\tOWNER\tDEAD LETTERS\tFILTER")
+						fmt.Fprintln(w, "NAME\tLAST POSITION\tHEAD\tLAG EVENTS\tLAG\tOWNER\tDEAD LETTERS\tFILTER\tHELD BACK BY")
 						for _, s := range list {
 							owner := s.Owner
 							if owner == "" {
 								owner = "-"
 							}
-							fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\n", s.Name, s.LastPosition, s.Head, s.LagEvents,
-								(time.Duration(s.LagSeconds * float64(time.Second))).Round(time.Millisecond), owner, s.DeadLetters, s.Filter)
+							lag := strconv.FormatInt(s.LagEvents, 10)
+							if s.LagCapped {
+								lag += "+"
+							}
+							fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.LastPosition, s.Head, lag,
+								(time.Duration(s.LagSeconds * float64(time.Second))).Round(time.Millisecond), owner, s.DeadLetters, s.Filter, heldBy(s.HeldBy))
 						}
 						return w.Flush()
 					})
@@ -198,6 +203,27 @@ func subscriptionCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// heldBy describes the transaction holding a subscription back, or "-".
+func heldBy(h *pges.HoldingTransaction) string {
+	if h == nil {
+		return "-"
+	}
+	out := fmt.Sprintf("xid %d", h.Xid)
+	if h.PID != 0 {
+		out += fmt.Sprintf(", pid %d", h.PID)
+	}
+	if h.Database != "" {
+		out += ", database " + h.Database
+	}
+	if h.AgeSeconds > 0 {
+		out += ", open " + time.Duration(h.AgeSeconds*float64(time.Second)).Round(time.Millisecond).String()
+	}
+	if h.State != "" {
+		out += ", " + h.State
+	}
+	return out
 }
 
 // rewind resets a subscription to position (if > 0), else to *at (if
