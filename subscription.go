@@ -363,6 +363,9 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 		woke        = true // read once at start as if woken
 		pendingXid  int64  // keep polling until the horizon reaches it
 		settled     bool   // a read found no writer below pendingXid in flight
+		pendingSafe int64  // a safe bound taken before the next read
+		lastSafe    time.Time
+		safeEvery   = min(max(s.cfg.PollInterval, 100*time.Millisecond), time.Second)
 		pollBackoff = minPoll
 		maxPoll     = min(s.cfg.PollInterval, 100*time.Millisecond)
 		lastRenew   = time.Now()
@@ -470,10 +473,23 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			}
 		}
 		// Nothing matching is left below the horizon; the checkpoint may
-		// move only to the safe bound (a transaction below the horizon that
-		// has not appended yet could still append below it).
-		if sk := (logKey{h.Safe, 0}); cpp.less(sk) {
+		// move only to a safe bound taken before this read (a transaction
+		// below the horizon that has not appended yet could still append
+		// below it). Asking for one reads pg_stat_get_activity: only after
+		// an empty read, and at most every safeEvery.
+		if sk := (logKey{pendingSafe, 0}); pendingSafe > 0 && cpp.less(sk) {
 			*cpp = sk
+		}
+		pendingSafe = 0
+		if len(rows) == 0 && cpp.less(logKey{h.Horizon, 0}) && time.Since(lastSafe) >= safeEvery {
+			lastSafe = time.Now()
+			conn, err := reader.connection(ctx)
+			if err == nil {
+				if pendingSafe, err = q.LogSafe(ctx, conn, s.t.tenantID); err != nil {
+					pendingSafe = 0
+					reader.close()
+				}
+			}
 		}
 		if h.Horizon < pendingXid && !settled {
 			// Once no writer of the wake-up is in flight, read once more

@@ -1144,10 +1144,10 @@ END $$;
 
 
 --
--- Name: log_horizon(text); Type: FUNCTION; Schema: es; Owner: -
+-- Name: log_horizon(text, boolean); Type: FUNCTION; Schema: es; Owner: -
 --
 
-CREATE FUNCTION es.log_horizon(p_tenant_id text, OUT horizon xid8, OUT safe xid8, OUT oldest_writer xid8) RETURNS record
+CREATE FUNCTION es.log_horizon(p_tenant_id text, p_with_safe boolean DEFAULT true, OUT horizon xid8, OUT safe xid8, OUT oldest_writer xid8) RETURNS record
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
@@ -1174,18 +1174,21 @@ BEGIN
        AND (a.objsubid = 1 AND a.classid = ((v_key >> 32) & 4294967295)::oid AND a.objid = (v_key & 4294967295)::oid
             OR a.objsubid = 2 AND a.classid = 1163067393::oid AND a.objid = es.lock_stripe(v_key)::oid)
        AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted;
-    -- Then the statuses of S's in-progress ids.
+    -- Then the statuses of S's in-progress ids. Which database an id is
+    -- in matters to "safe" only; reading pg_stat_get_activity for it
+    -- costs about as much as the lock table, so p_with_safe false skips
+    -- it (safe is then NULL).
     WITH elsewhere AS MATERIALIZED (
         SELECT a.backend_xid::text::bigint AS xid FROM pg_stat_get_activity(NULL) a
-         WHERE a.backend_xid IS NOT NULL AND a.datid <> v_db
+         WHERE p_with_safe AND a.backend_xid IS NOT NULL AND a.datid <> v_db
         UNION
-        SELECT p.transaction::text::bigint FROM pg_prepared_xact() p WHERE p.dbid <> v_db),
+        SELECT p.transaction::text::bigint FROM pg_prepared_xact() p WHERE p_with_safe AND p.dbid <> v_db),
     s AS (
         SELECT x, (x::text::bigint & 4294967295) = ANY (v_writers) AS writer, pg_xact_status(x) AS status,
                (x::text::bigint & 4294967295) IN (SELECT e.xid FROM elsewhere e) AS elsewhere
           FROM pg_snapshot_xip(v_snap) x)
     SELECT least(v_xmax, min(s.x) FILTER (WHERE s.writer OR s.status = 'committed' AND NOT s.elsewhere)),
-           least(v_xmax, min(s.x) FILTER (WHERE s.writer OR s.status IS DISTINCT FROM 'aborted' AND NOT s.elsewhere)),
+           CASE WHEN p_with_safe THEN least(v_xmax, min(s.x) FILTER (WHERE s.writer OR s.status IS DISTINCT FROM 'aborted' AND NOT s.elsewhere)) END,
            min(s.x) FILTER (WHERE s.writer OR s.status = 'committed' AND NOT s.elsewhere)
       INTO horizon, safe, oldest_writer
       FROM s;
@@ -1418,7 +1421,7 @@ BEGIN
     END IF;
     -- STABLE: this and the scan below share the caller's snapshot.
     IF v_horizon IS NULL THEN
-        SELECT h.horizon INTO v_horizon FROM es.log_horizon(p_tenant_id) h;
+        SELECT h.horizon INTO v_horizon FROM es.log_horizon(p_tenant_id, false) h;
     END IF;
     RETURN QUERY EXECUTE format(
         'SELECT * FROM es.events e
@@ -1754,15 +1757,15 @@ CREATE FUNCTION es.subscription_status(p_tenant_id text) RETURNS TABLE(name text
     AS $_$
 DECLARE
     v_head bigint;
-    v_horizon xid8;
+    v_horizon xid8; -- the oldest writer in flight
     v_sub es.subscriptions;
     v_oldest timestamptz;
     v_cap constant int := 10000;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     SELECT coalesce(max(e.position), 0) INTO v_head FROM es.events e WHERE e.tenant_id = p_tenant_id;
-    SELECT h.horizon INTO v_horizon FROM es.log_horizon(p_tenant_id) h;
-    IF v_horizon < pg_snapshot_xmax(pg_current_snapshot()) THEN
+    SELECT h.oldest_writer INTO v_horizon FROM es.log_horizon(p_tenant_id, false) h;
+    IF v_horizon IS NOT NULL THEN
         held_by_xid := v_horizon;
         SELECT a.pid, a.datname::text, extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.state
           INTO held_by_pid, held_by_database, held_by_seconds, held_by_state

@@ -155,6 +155,21 @@ func (q *Queries) LogKeyAt(ctx context.Context, db DBTX, arg LogKeyAtParams) (in
 	return tx_id, err
 }
 
+const logSafe = `-- name: LogSafe :one
+SELECT coalesce(h.safe::text::bigint, 0)::bigint AS safe
+FROM es.log_horizon($1::text, true) AS h(horizon, safe, oldest_writer)
+`
+
+// es.log_horizon's safe bound (reading pg_stat_get_activity, which ReadLog
+// skips): a read that starts after this statement and finds nothing more
+// lets the checkpoint move to it.
+func (q *Queries) LogSafe(ctx context.Context, db DBTX, tenantID string) (int64, error) {
+	row := db.QueryRow(ctx, logSafe, tenantID)
+	var safe int64
+	err := row.Scan(&safe)
+	return safe, err
+}
+
 const parkEvent = `-- name: ParkEvent :exec
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $5::text, true) AS tenant_id)
 SELECT es.park_event(t.tenant_id, $1::text, $2::bigint, $3::text, $4::int) FROM t
@@ -183,8 +198,8 @@ const readLog = `-- name: ReadLog :many
 WITH h AS MATERIALIZED (
     SELECT l.horizon, l.safe, l.oldest_writer,
            pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
-      FROM es.log_horizon($1::text) AS l(horizon, safe, oldest_writer))
-SELECT h.horizon::text::bigint AS horizon, h.safe::text::bigint AS safe,
+      FROM es.log_horizon($1::text, false) AS l(horizon, safe, oldest_writer))
+SELECT h.horizon::text::bigint AS horizon,
        coalesce(h.oldest_writer::text::bigint, 9223372036854775807)::bigint AS oldest_writer,
        (h.xmax + CASE WHEN (h.xmax & 4294967295) >= 3 THEN age(((h.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid,
        coalesce(e.tx_id::text::bigint, 0)::bigint AS tx_id, coalesce(e.position, 0)::bigint AS position,
@@ -224,7 +239,6 @@ type ReadLogParams struct {
 
 type ReadLogRow struct {
 	Horizon       int64
-	Safe          int64
 	OldestWriter  int64
 	NextXid       int64
 	TxID          int64
@@ -251,10 +265,10 @@ type ReadLogRow struct {
 // One statement: the horizon, the next transaction id and the batch below
 // the horizon, all from this statement's snapshot; one row with position 0
 // when the batch is empty.
-// horizon, safe, oldest_writer: es.log_horizon (migration 00013); only the
-// tenant's writers hold the horizon back, and an empty read may move the
-// checkpoint to safe, never to the horizon. oldest_writer: max int8 when no
-// writer is in flight.
+// horizon, oldest_writer: es.log_horizon (migration 00013); only the
+// tenant's writers hold the horizon back. oldest_writer: max int8 when no
+// writer is in flight. An empty read moves the checkpoint to the safe bound
+// of an earlier LogSafe, never to the horizon.
 // next_xid: the next transaction id to be assigned, so every transaction
 // that has written anything is below it. (The snapshot's xmax is not that
 // bound: it is the last completed id + 1, and running transactions above
@@ -285,7 +299,6 @@ func (q *Queries) ReadLog(ctx context.Context, db DBTX, arg ReadLogParams) ([]Re
 		var i ReadLogRow
 		if err := rows.Scan(
 			&i.Horizon,
-			&i.Safe,
 			&i.OldestWriter,
 			&i.NextXid,
 			&i.TxID,

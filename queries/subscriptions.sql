@@ -11,10 +11,10 @@
 -- One statement: the horizon, the next transaction id and the batch below
 -- the horizon, all from this statement's snapshot; one row with position 0
 -- when the batch is empty.
--- horizon, safe, oldest_writer: es.log_horizon (migration 00013); only the
--- tenant's writers hold the horizon back, and an empty read may move the
--- checkpoint to safe, never to the horizon. oldest_writer: max int8 when no
--- writer is in flight.
+-- horizon, oldest_writer: es.log_horizon (migration 00013); only the
+-- tenant's writers hold the horizon back. oldest_writer: max int8 when no
+-- writer is in flight. An empty read moves the checkpoint to the safe bound
+-- of an earlier LogSafe, never to the horizon.
 -- next_xid: the next transaction id to be assigned, so every transaction
 -- that has written anything is below it. (The snapshot's xmax is not that
 -- bound: it is the last completed id + 1, and running transactions above
@@ -25,8 +25,8 @@
 WITH h AS MATERIALIZED (
     SELECT l.horizon, l.safe, l.oldest_writer,
            pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
-      FROM es.log_horizon(@tenant_id::text) AS l(horizon, safe, oldest_writer))
-SELECT h.horizon::text::bigint AS horizon, h.safe::text::bigint AS safe,
+      FROM es.log_horizon(@tenant_id::text, false) AS l(horizon, safe, oldest_writer))
+SELECT h.horizon::text::bigint AS horizon,
        coalesce(h.oldest_writer::text::bigint, 9223372036854775807)::bigint AS oldest_writer,
        (h.xmax + CASE WHEN (h.xmax & 4294967295) >= 3 THEN age(((h.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid,
        coalesce(e.tx_id::text::bigint, 0)::bigint AS tx_id, coalesce(e.position, 0)::bigint AS position,
@@ -48,6 +48,13 @@ FROM h LEFT JOIN LATERAL (
                ''), 0) % @members::int) = @member::int)
      ORDER BY e.tx_id, e.position
      LIMIT @max_count::int) e ON true;
+
+-- name: LogSafe :one
+-- es.log_horizon's safe bound (reading pg_stat_get_activity, which ReadLog
+-- skips): a read that starts after this statement and finds nothing more
+-- lets the checkpoint move to it.
+SELECT coalesce(h.safe::text::bigint, 0)::bigint AS safe
+FROM es.log_horizon(@tenant_id::text, true) AS h(horizon, safe, oldest_writer);
 
 -- name: ScopeSession :one
 -- Scopes a connection's session to a tenant for ReadLog, with custom plans
