@@ -1174,24 +1174,26 @@ BEGIN
        AND (a.objsubid = 1 AND a.classid = ((v_key >> 32) & 4294967295)::oid AND a.objid = (v_key & 4294967295)::oid
             OR a.objsubid = 2 AND a.classid = 1163067393::oid AND a.objid = es.lock_stripe(v_key)::oid)
        AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted;
-    -- Then the statuses of S's in-progress ids. Which database an id is
-    -- in matters to "safe" only; reading pg_stat_get_activity for it
-    -- costs about as much as the lock table, so p_with_safe false skips
-    -- it (safe is then NULL).
-    WITH elsewhere AS MATERIALIZED (
-        SELECT a.backend_xid::text::bigint AS xid FROM pg_stat_get_activity(NULL) a
-         WHERE p_with_safe AND a.backend_xid IS NOT NULL AND a.datid <> v_db
-        UNION
-        SELECT p.transaction::text::bigint FROM pg_prepared_xact() p WHERE p_with_safe AND p.dbid <> v_db),
-    s AS (
-        SELECT x, (x::text::bigint & 4294967295) = ANY (v_writers) AS writer, pg_xact_status(x) AS status,
-               (x::text::bigint & 4294967295) IN (SELECT e.xid FROM elsewhere e) AS elsewhere
-          FROM pg_snapshot_xip(v_snap) x)
-    SELECT least(v_xmax, min(s.x) FILTER (WHERE s.writer OR s.status = 'committed' AND NOT s.elsewhere)),
-           CASE WHEN p_with_safe THEN least(v_xmax, min(s.x) FILTER (WHERE s.writer OR s.status IS DISTINCT FROM 'aborted' AND NOT s.elsewhere)) END,
-           min(s.x) FILTER (WHERE s.writer OR s.status = 'committed' AND NOT s.elsewhere)
-      INTO horizon, safe, oldest_writer
-      FROM s;
+    -- Then the statuses of S's in-progress ids.
+    SELECT least(v_xmax, min(x) FILTER (WHERE (x::text::bigint & 4294967295) = ANY (v_writers) OR pg_xact_status(x) = 'committed'))
+      INTO horizon
+      FROM pg_snapshot_xip(v_snap) x;
+    oldest_writer := CASE WHEN horizon < v_xmax THEN horizon END;
+    -- Which database an id is in matters to "safe" only; reading
+    -- pg_stat_get_activity for it costs about as much as the lock table,
+    -- so p_with_safe false skips it (safe is then NULL). A committed id
+    -- here may be of another database: it only ever lowers the horizon.
+    IF p_with_safe THEN
+        WITH elsewhere AS MATERIALIZED (
+            SELECT a.backend_xid::text::bigint AS xid FROM pg_stat_get_activity(NULL) a
+             WHERE a.backend_xid IS NOT NULL AND a.datid <> v_db
+            UNION
+            SELECT p.transaction::text::bigint FROM pg_prepared_xact() p WHERE p.dbid <> v_db)
+        SELECT least(horizon, min(x) FILTER (WHERE pg_xact_status(x) <> 'aborted'
+                                                 AND (x::text::bigint & 4294967295) NOT IN (SELECT e.xid FROM elsewhere e)))
+          INTO safe
+          FROM pg_snapshot_xip(v_snap) x;
+    END IF;
     SELECT least(oldest_writer, min((v_xmax64 + (((w - (v_xmax64 & 4294967295)) + 2147483648) & 4294967295) - 2147483648)::text::xid8))
       INTO oldest_writer
       FROM unnest(v_writers) w;
