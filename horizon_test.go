@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eventstore-go/pges"
 	"github.com/eventstore-go/pges/internal/testdb"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -274,5 +276,57 @@ func TestStatusCountsLagByFilterAndNamesTheHolder(t *testing.T) {
 		if h := s.HeldBy; h == nil || h.PID != pid || h.Xid != xid || h.Database == "" || h.State == "" {
 			t.Fatalf("%s: held by %+v, want pid %d xid %d", s.Name, h, pid, xid)
 		}
+	}
+}
+
+// Dead letters can be retried (delivered to the running consumer's handler
+// once more, the dead letter going when it succeeds, staying with the new
+// error when it fails again) and discarded (never delivered).
+func TestDeadLettersRetryAndDiscard(t *testing.T) {
+	ts, _ := newTenant(t)
+	ctx := context.Background()
+	var broken atomic.Bool
+	broken.Store(true)
+	got := &collector{}
+	run(t, ts, pges.SubscriptionConfig{Name: "dl", PollInterval: noPoll, MaxAttempts: 1, OnFailure: pges.ParkOnFailure,
+		Handler: func(ctx context.Context, tx pgx.Tx, ev pges.RecordedEvent) error {
+			if ev.Type == "Poison" && broken.Load() {
+				return fmt.Errorf("poisoned %d", ev.Position)
+			}
+			return got.handle(ctx, tx, ev)
+		}})
+	p := appendDCB(t, ts, ev("Fine", 1), ev("Poison", 2), ev("Poison", 3), ev("Fine", 4))
+	dead := func() []pges.DeadLetter {
+		d, err := ts.DeadLetters(ctx, "dl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	waitFor(t, 5*time.Second, "two parked events", func() bool { return len(dead()) == 2 && len(got.distinct()) == 2 })
+
+	// Handler effects outside its transaction are at-least-once: distinct().
+	// Still broken: the retry fails and the dead letter stays, with one more attempt.
+	if n, err := ts.RetryDeadLetters(ctx, "dl", p[1]); err != nil || n != 1 {
+		t.Fatalf("retry: %d, %v", n, err)
+	}
+	waitFor(t, 2*time.Second, "the failed retry", func() bool { d := dead(); return len(d) == 2 && d[0].Attempts == 2 })
+	broken.Store(false)
+	if n, err := ts.RetryDeadLetters(ctx, "dl", p[1]); err != nil || n != 1 {
+		t.Fatalf("retry: %d, %v", n, err)
+	}
+	waitFor(t, 2*time.Second, "the retried event", func() bool { return slices.Contains(got.distinct(), p[1]) && len(dead()) == 1 })
+	if d := dead(); len(d) != 1 || d[0].Position != p[2] {
+		t.Fatalf("dead letters after the retry: %+v", d)
+	}
+	if n, err := ts.DiscardDeadLetters(ctx, "dl"); err != nil || n != 1 {
+		t.Fatalf("discard: %d, %v", n, err)
+	}
+	if n, err := ts.RetryDeadLetters(ctx, "dl"); err != nil || n != 0 {
+		t.Fatalf("retry after the discard: %d, %v", n, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if d, ps := dead(), got.distinct(); len(d) != 0 || slices.Contains(ps, p[2]) || !slices.Equal(ps, []int64{p[0], p[3], p[1]}) {
+		t.Fatalf("after the discard: dead letters %+v, delivered %v", d, ps)
 	}
 }

@@ -363,7 +363,9 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 		woke        = true // read once at start as if woken
 		pendingXid  int64  // keep polling until the horizon reaches it
 		settled     bool   // a read found no writer below pendingXid in flight
-		pendingSafe int64  // a safe bound taken before the next read
+		retryDue    = true // look for dead letters marked for a retry
+		lastRetry   time.Time
+		pendingSafe int64 // a safe bound taken before the next read
 		lastSafe    time.Time
 		safeEvery   = min(max(s.cfg.PollInterval, 100*time.Millisecond), time.Second)
 		pollBackoff = minPoll
@@ -508,16 +510,35 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			continue
 		}
 		pendingXid, pollBackoff, settled = 0, minPoll, false
+		// Dead letters marked for a retry: after the new events, and at
+		// most every 100 ms (wake-ups are mostly appends).
+		if retryDue && s.durable() && time.Since(lastRetry) >= retryEvery {
+			retryDue, lastRetry = false, time.Now()
+			if err := s.redeliver(ctx, reader, *cpp); err != nil {
+				if errors.Is(err, ErrLeaseLost) {
+					return err
+				}
+				retryDue = true
+				if err := transient(err); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		wait := s.cfg.PollInterval
 		if s.durable() {
 			wait = min(wait, max(0, renewEvery-time.Since(lastRenew)))
+			if retryDue { // a retry asked for within 100 ms of the last look
+				wait = min(wait, max(0, retryEvery-time.Since(lastRetry)))
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-w.ch:
-			woke = true
+			woke, retryDue = true, true
 		case <-time.After(wait):
+			retryDue = true
 		}
 	}
 }
@@ -658,6 +679,73 @@ func (s *subscriber) deliver(ctx context.Context, reader *logReader, rows []db.R
 	}
 	return last, nil, nil
 }
+
+// redeliver hands the parked events marked for a retry
+// (TenantStore.RetryDeadLetters) to the handler once more, each in a
+// transaction that also removes its dead letter and renews the lease; an
+// event whose handler fails again stays parked with the new error.
+func (s *subscriber) redeliver(ctx context.Context, reader *logReader, cp logKey) error {
+	q, tenant := s.t.store.queries, s.t.tenantID
+	conn, err := reader.connection(ctx)
+	if err != nil {
+		return err
+	}
+	rows, err := q.DeadLettersToRetry(ctx, conn, db.DeadLettersToRetryParams{TenantID: tenant, Name: s.name, MaxCount: int32(s.cfg.BatchSize)})
+	if err != nil {
+		reader.close()
+		return translate(err, "")
+	}
+	for _, r := range rows {
+		herr, err := s.redeliverOne(ctx, conn, cp, r)
+		if err != nil {
+			reader.close()
+			return err
+		}
+		if herr != nil {
+			s.log.Warn("subscription: a retried dead letter failed again", "subscription", s.name, "position", r.Position, "err", herr)
+			if err := q.DeadLetterRetried(ctx, conn, db.DeadLetterRetriedParams{TenantID: tenant, Name: s.name, Position: r.Position,
+				Error: pgtype.Text{String: herr.Error(), Valid: true}}); err != nil {
+				reader.close()
+				return translate(err, "")
+			}
+		}
+	}
+	return nil
+}
+
+func (s *subscriber) redeliverOne(ctx context.Context, conn *pgxpool.Conn, cp logKey, r db.DeadLettersToRetryRow) (handlerErr, err error) {
+	q, tenant := s.t.store.queries, s.t.tenantID
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := q.SetTenant(ctx, tx, tenant); err != nil {
+		return nil, err
+	}
+	ev, herr := recordedFromRow(tenant, db.ReadStreamRow{Position: r.Position, EventID: r.EventID, EventType: r.EventType,
+		StreamID: r.StreamID, StreamVersion: r.StreamVersion, Payload: r.Payload, Metadata: r.Metadata, Tags: r.Tags, RecordedAt: r.RecordedAt})
+	if herr == nil {
+		herr = s.cfg.Handler(ctx, tx, ev)
+	}
+	if herr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return herr, nil
+	}
+	if err := q.DeadLetterRetried(ctx, tx, db.DeadLetterRetriedParams{TenantID: tenant, Name: s.name, Position: r.Position}); err != nil {
+		return nil, translate(err, "")
+	}
+	if err := q.CommitCheckpoint(ctx, tx, s.checkpointParams(cp, 0)); err != nil {
+		return nil, translate(err, "")
+	}
+	return nil, tx.Commit(ctx)
+}
+
+// retryEvery bounds how often a consumer looks for dead letters marked for
+// a retry (it looks after wake-ups, which are mostly appends).
+const retryEvery = 100 * time.Millisecond
 
 // minPoll is the first wait of the polls after a wake-up; each further one
 // waits 1.25 times longer, up to 100 ms.
@@ -830,4 +918,22 @@ func (t *TenantStore) DeadLetters(ctx context.Context, name string) ([]DeadLette
 			Attempts: int(r.Attempts), ParkedAt: r.ParkedAt.Time})
 	}
 	return out, nil
+}
+
+// RetryDeadLetters asks the subscription's consumer to deliver its parked
+// events again (those at positions, or all): the running consumer hands
+// each to its handler once more and drops the dead letter when the handler
+// succeeds; one that fails again stays parked with its new error. Returns
+// how many were marked.
+func (t *TenantStore) RetryDeadLetters(ctx context.Context, name string, positions ...int64) (int64, error) {
+	n, err := t.store.queries.RetryDeadLetters(ctx, t.store.pool, db.RetryDeadLettersParams{TenantID: t.tenantID, Name: name, Positions: positions})
+	return n, translate(err, "")
+}
+
+// DiscardDeadLetters deletes a subscription's dead letters (those at
+// positions, or all): their events are not delivered. Returns how many
+// went.
+func (t *TenantStore) DiscardDeadLetters(ctx context.Context, name string, positions ...int64) (int64, error) {
+	n, err := t.store.queries.DiscardDeadLetters(ctx, t.store.pool, db.DiscardDeadLettersParams{TenantID: t.tenantID, Name: name, Positions: positions})
+	return n, translate(err, "")
 }

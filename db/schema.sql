@@ -465,6 +465,70 @@ END $_$;
 
 
 --
+-- Name: dead_letter_retried(text, text, bigint, text); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.dead_letter_retried(p_tenant_id text, p_name text, p_position bigint, p_error text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    IF p_error IS NULL THEN
+        DELETE FROM es.dead_letters d WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.position = p_position;
+    ELSE
+        UPDATE es.dead_letters d
+           SET error = left(p_error, 4000), attempts = d.attempts + 1, parked_at = now(), retry_requested_at = NULL
+         WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.position = p_position;
+    END IF;
+END $$;
+
+
+--
+-- Name: events; Type: TABLE; Schema: es; Owner: -
+--
+
+CREATE TABLE es.events (
+    tenant_id text NOT NULL,
+    "position" bigint NOT NULL,
+    tx_id xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    event_id uuid NOT NULL,
+    event_type text NOT NULL,
+    stream_id text,
+    stream_version bigint,
+    payload jsonb NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT event_type_1_to_200_characters CHECK (((length(event_type) >= 1) AND (length(event_type) <= 200))),
+    CONSTRAINT events_check CHECK (((stream_id IS NULL) = (stream_version IS NULL))),
+    CONSTRAINT metadata_is_an_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT payload_at_most_1_mib CHECK ((pg_column_size(payload) <= 1048576)),
+    CONSTRAINT stream_id_1_to_200_characters CHECK (((length(stream_id) >= 1) AND (length(stream_id) <= 200))),
+    CONSTRAINT tags_not_empty_strings CHECK (((array_position(tags, ''::text) IS NULL) AND (array_position(tags, NULL::text) IS NULL)))
+)
+PARTITION BY LIST (tenant_id);
+
+
+--
+-- Name: dead_letters_to_retry(text, text, integer); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.dead_letters_to_retry(p_tenant_id text, p_name text, p_limit integer) RETURNS SETOF es.events
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    RETURN QUERY SELECT e.* FROM es.dead_letters d
+                   JOIN es.events e ON e.tenant_id = d.tenant_id AND e.position = d.position
+                  WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.retry_requested_at IS NOT NULL
+                  ORDER BY d.position LIMIT p_limit;
+END $$;
+
+
+--
 -- Name: dedicate_tenant(text); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -616,6 +680,25 @@ BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     DELETE FROM es.subscriptions s WHERE s.tenant_id = p_tenant_id AND s.name = p_name;
     RETURN FOUND;
+END $$;
+
+
+--
+-- Name: discard_dead_letters(text, text, bigint[]); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.discard_dead_letters(p_tenant_id text, p_name text, p_positions bigint[] DEFAULT NULL::bigint[]) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    DELETE FROM es.dead_letters d
+     WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND (p_positions IS NULL OR d.position = ANY (p_positions));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
 END $$;
 
 
@@ -824,6 +907,7 @@ CREATE FUNCTION es.import_subscriptions(p_tenant_id text, p_rows jsonb) RETURNS 
     AS $$
 DECLARE
     v_row jsonb;
+    v_dead jsonb;
     v_tx xid8;
     v_position bigint;
     v_count bigint := 0;
@@ -846,6 +930,16 @@ BEGIN
         ON CONFLICT (tenant_id, name) DO NOTHING;
         IF FOUND THEN
             v_count := v_count + 1;
+            FOR v_dead IN SELECT value FROM jsonb_array_elements(coalesce(v_row->'dead_letters', '[]')) LOOP
+                INSERT INTO es.dead_letters (tenant_id, subscription, position, event_id, event_type, error, attempts, parked_at)
+                SELECT p_tenant_id, v_row->>'name', e.position, e.event_id, e.event_type, left(coalesce(v_dead->>'error', ''), 4000),
+                       coalesce((v_dead->>'attempts')::int, 0), coalesce((v_dead->>'parked_at')::timestamptz, now())
+                  FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.event_id = (v_dead->>'event_id')::uuid;
+                IF NOT FOUND THEN
+                    PERFORM es.raise('ES004', format('subscription %L: its dead letter %s is not in the import',
+                                                     v_row->>'name', v_dead->>'event_id'));
+                END IF;
+            END LOOP;
         END IF;
     END LOOP;
     RETURN v_count;
@@ -878,7 +972,8 @@ CREATE TABLE es.dead_letters (
     event_type text NOT NULL,
     error text NOT NULL,
     attempts integer NOT NULL,
-    parked_at timestamp with time zone DEFAULT now() NOT NULL
+    parked_at timestamp with time zone DEFAULT now() NOT NULL,
+    retry_requested_at timestamp with time zone
 );
 
 
@@ -1334,32 +1429,6 @@ END $$;
 
 
 --
--- Name: events; Type: TABLE; Schema: es; Owner: -
---
-
-CREATE TABLE es.events (
-    tenant_id text NOT NULL,
-    "position" bigint NOT NULL,
-    tx_id xid8 DEFAULT pg_current_xact_id() NOT NULL,
-    event_id uuid NOT NULL,
-    event_type text NOT NULL,
-    stream_id text,
-    stream_version bigint,
-    payload jsonb NOT NULL,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    tags text[] DEFAULT '{}'::text[] NOT NULL,
-    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT event_type_1_to_200_characters CHECK (((length(event_type) >= 1) AND (length(event_type) <= 200))),
-    CONSTRAINT events_check CHECK (((stream_id IS NULL) = (stream_version IS NULL))),
-    CONSTRAINT metadata_is_an_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
-    CONSTRAINT payload_at_most_1_mib CHECK ((pg_column_size(payload) <= 1048576)),
-    CONSTRAINT stream_id_1_to_200_characters CHECK (((length(stream_id) >= 1) AND (length(stream_id) <= 200))),
-    CONSTRAINT tags_not_empty_strings CHECK (((array_position(tags, ''::text) IS NULL) AND (array_position(tags, NULL::text) IS NULL)))
-)
-PARTITION BY LIST (tenant_id);
-
-
---
 -- Name: read_events(text, jsonb, bigint, bigint, integer, boolean); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1555,6 +1624,28 @@ BEGIN
        SET checkpoint_tx = v_tx, checkpoint_position = 0, owner = NULL, lease_expires_at = NULL, updated_at = now()
      WHERE s.tenant_id = p_tenant_id AND s.name = p_name;
     RETURN FOUND;
+END $$;
+
+
+--
+-- Name: retry_dead_letters(text, text, bigint[]); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.retry_dead_letters(p_tenant_id text, p_name text, p_positions bigint[] DEFAULT NULL::bigint[]) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    UPDATE es.dead_letters d SET retry_requested_at = now()
+     WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND (p_positions IS NULL OR d.position = ANY (p_positions));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        PERFORM pg_notify('es_events', p_tenant_id);
+    END IF;
+    RETURN v_count;
 END $$;
 
 
@@ -4841,6 +4932,13 @@ REVOKE ALL ON FUNCTION es.create_tenant(p_tenant_id text, p_name text) FROM PUBL
 
 
 --
+-- Name: TABLE events; Type: ACL; Schema: es; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE es.events TO es_runtime;
+
+
+--
 -- Name: FUNCTION dedicate_tenant(p_tenant_id text); Type: ACL; Schema: es; Owner: -
 --
 
@@ -4978,13 +5076,6 @@ REVOKE ALL ON FUNCTION es.query_filter(p_query jsonb) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION es.raise(p_code text, p_message text, p_detail text) FROM PUBLIC;
-
-
---
--- Name: TABLE events; Type: ACL; Schema: es; Owner: -
---
-
-GRANT SELECT,INSERT ON TABLE es.events TO es_runtime;
 
 
 --

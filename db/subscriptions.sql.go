@@ -73,6 +73,83 @@ func (q *Queries) CommitCheckpoint(ctx context.Context, db DBTX, arg CommitCheck
 	return err
 }
 
+const deadLetterRetried = `-- name: DeadLetterRetried :exec
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $4::text, true) AS tenant_id)
+SELECT es.dead_letter_retried(t.tenant_id, $1::text, $2::bigint, $3::text) FROM t
+`
+
+type DeadLetterRetriedParams struct {
+	Name     string
+	Position int64
+	Error    pgtype.Text
+	TenantID string
+}
+
+func (q *Queries) DeadLetterRetried(ctx context.Context, db DBTX, arg DeadLetterRetriedParams) error {
+	_, err := db.Exec(ctx, deadLetterRetried,
+		arg.Name,
+		arg.Position,
+		arg.Error,
+		arg.TenantID,
+	)
+	return err
+}
+
+const deadLettersToRetry = `-- name: DeadLettersToRetry :many
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT e.position::bigint AS position, e.event_id::uuid AS event_id, e.event_type::text AS event_type, e.stream_id, e.stream_version,
+       e.payload::jsonb AS payload, e.metadata::jsonb AS metadata, e.tags::text[] AS tags, e.recorded_at
+FROM t, LATERAL es.dead_letters_to_retry(t.tenant_id, $1::text, $2::int) e
+`
+
+type DeadLettersToRetryParams struct {
+	Name     string
+	MaxCount int32
+	TenantID string
+}
+
+type DeadLettersToRetryRow struct {
+	Position      int64
+	EventID       uuid.UUID
+	EventType     string
+	StreamID      pgtype.Text
+	StreamVersion pgtype.Int8
+	Payload       []byte
+	Metadata      []byte
+	Tags          []string
+	RecordedAt    pgtype.Timestamptz
+}
+
+func (q *Queries) DeadLettersToRetry(ctx context.Context, db DBTX, arg DeadLettersToRetryParams) ([]DeadLettersToRetryRow, error) {
+	rows, err := db.Query(ctx, deadLettersToRetry, arg.Name, arg.MaxCount, arg.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DeadLettersToRetryRow
+	for rows.Next() {
+		var i DeadLettersToRetryRow
+		if err := rows.Scan(
+			&i.Position,
+			&i.EventID,
+			&i.EventType,
+			&i.StreamID,
+			&i.StreamVersion,
+			&i.Payload,
+			&i.Metadata,
+			&i.Tags,
+			&i.RecordedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const deleteSubscription = `-- name: DeleteSubscription :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
 SELECT es.delete_subscription(t.tenant_id, $1::text)::boolean AS found FROM t
@@ -88,6 +165,24 @@ func (q *Queries) DeleteSubscription(ctx context.Context, db DBTX, arg DeleteSub
 	var found bool
 	err := row.Scan(&found)
 	return found, err
+}
+
+const discardDeadLetters = `-- name: DiscardDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT es.discard_dead_letters(t.tenant_id, $1::text, $2::bigint[])::bigint AS discarded FROM t
+`
+
+type DiscardDeadLettersParams struct {
+	Name      string
+	Positions []int64
+	TenantID  string
+}
+
+func (q *Queries) DiscardDeadLetters(ctx context.Context, db DBTX, arg DiscardDeadLettersParams) (int64, error) {
+	row := db.QueryRow(ctx, discardDeadLetters, arg.Name, arg.Positions, arg.TenantID)
+	var discarded int64
+	err := row.Scan(&discarded)
+	return discarded, err
 }
 
 const listDeadLetters = `-- name: ListDeadLetters :many
@@ -360,6 +455,24 @@ func (q *Queries) ResetSubscription(ctx context.Context, db DBTX, arg ResetSubsc
 	var found bool
 	err := row.Scan(&found)
 	return found, err
+}
+
+const retryDeadLetters = `-- name: RetryDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT es.retry_dead_letters(t.tenant_id, $1::text, $2::bigint[])::bigint AS marked FROM t
+`
+
+type RetryDeadLettersParams struct {
+	Name      string
+	Positions []int64
+	TenantID  string
+}
+
+func (q *Queries) RetryDeadLetters(ctx context.Context, db DBTX, arg RetryDeadLettersParams) (int64, error) {
+	row := db.QueryRow(ctx, retryDeadLetters, arg.Name, arg.Positions, arg.TenantID)
+	var marked int64
+	err := row.Scan(&marked)
+	return marked, err
 }
 
 const scopeSession = `-- name: ScopeSession :one

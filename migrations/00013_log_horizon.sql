@@ -318,7 +318,168 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- Dead letters can be retried and discarded (issue 15). A retry marks the
+-- parked events (retry_requested_at) and wakes the tenant's subscribers; the
+-- Go consumer of the subscription delivers each marked event to its handler
+-- once more, in a transaction that also removes the dead letter (and renews
+-- the lease: a consumer that lost it cannot commit), or, if the handler
+-- fails again, records the error and clears the mark. Dead letters travel
+-- with a tenant export (by event id).
+ALTER TABLE es.dead_letters ADD COLUMN retry_requested_at timestamptz;
+
+-- +goose StatementBegin
+CREATE FUNCTION es.retry_dead_letters(p_tenant_id text, p_name text, p_positions bigint[] DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    UPDATE es.dead_letters d SET retry_requested_at = now()
+     WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND (p_positions IS NULL OR d.position = ANY (p_positions));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        PERFORM pg_notify('es_events', p_tenant_id);
+    END IF;
+    RETURN v_count;
+END $$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION es.discard_dead_letters(p_tenant_id text, p_name text, p_positions bigint[] DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    DELETE FROM es.dead_letters d
+     WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND (p_positions IS NULL OR d.position = ANY (p_positions));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END $$;
+-- +goose StatementEnd
+
+-- es.dead_letters_to_retry: the parked events marked for a retry, in
+-- position order (the Go consumer's).
+-- +goose StatementBegin
+CREATE FUNCTION es.dead_letters_to_retry(p_tenant_id text, p_name text, p_limit int)
+RETURNS SETOF es.events LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    RETURN QUERY SELECT e.* FROM es.dead_letters d
+                   JOIN es.events e ON e.tenant_id = d.tenant_id AND e.position = d.position
+                  WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.retry_requested_at IS NOT NULL
+                  ORDER BY d.position LIMIT p_limit;
+END $$;
+-- +goose StatementEnd
+
+-- es.dead_letter_retried records a retry's outcome: p_error NULL, the event
+-- was delivered (the dead letter goes); else the handler failed again.
+-- +goose StatementBegin
+CREATE FUNCTION es.dead_letter_retried(p_tenant_id text, p_name text, p_position bigint, p_error text)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    IF p_error IS NULL THEN
+        DELETE FROM es.dead_letters d WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.position = p_position;
+    ELSE
+        UPDATE es.dead_letters d
+           SET error = left(p_error, 4000), attempts = d.attempts + 1, parked_at = now(), retry_requested_at = NULL
+         WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.position = p_position;
+    END IF;
+END $$;
+-- +goose StatementEnd
+
+-- es.import_subscriptions: as in 00007, and each subscription's
+-- "dead_letters" ([{"event_id", "error", "attempts", "parked_at"}]) are
+-- parked again here, by event id.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.import_subscriptions(p_tenant_id text, p_rows jsonb)
+RETURNS bigint LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    v_row jsonb;
+    v_dead jsonb;
+    v_tx xid8;
+    v_position bigint;
+    v_count bigint := 0;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    FOR v_row IN SELECT value FROM jsonb_array_elements(p_rows) LOOP
+        PERFORM es.check_filter(v_row->'filter');
+        v_tx := '0';
+        v_position := 0;
+        IF v_row->>'delivered_through' IS NOT NULL THEN
+            SELECT e.tx_id, e.position INTO v_tx, v_position FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.event_id = (v_row->>'delivered_through')::uuid;
+            IF NOT FOUND THEN
+                PERFORM es.raise('ES004', format('subscription %L: its last delivered event %s is not in the import',
+                                                 v_row->>'name', v_row->>'delivered_through'));
+            END IF;
+        END IF;
+        INSERT INTO es.subscriptions (tenant_id, name, filter, checkpoint_tx, checkpoint_position, last_position)
+        VALUES (p_tenant_id, v_row->>'name', v_row->'filter', v_tx, v_position, v_position)
+        ON CONFLICT (tenant_id, name) DO NOTHING;
+        IF FOUND THEN
+            v_count := v_count + 1;
+            FOR v_dead IN SELECT value FROM jsonb_array_elements(coalesce(v_row->'dead_letters', '[]')) LOOP
+                INSERT INTO es.dead_letters (tenant_id, subscription, position, event_id, event_type, error, attempts, parked_at)
+                SELECT p_tenant_id, v_row->>'name', e.position, e.event_id, e.event_type, left(coalesce(v_dead->>'error', ''), 4000),
+                       coalesce((v_dead->>'attempts')::int, 0), coalesce((v_dead->>'parked_at')::timestamptz, now())
+                  FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.event_id = (v_dead->>'event_id')::uuid;
+                IF NOT FOUND THEN
+                    PERFORM es.raise('ES004', format('subscription %L: its dead letter %s is not in the import',
+                                                     v_row->>'name', v_dead->>'event_id'));
+                END IF;
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END $$;
+-- +goose StatementEnd
+
 -- +goose Down
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.import_subscriptions(p_tenant_id text, p_rows jsonb)
+RETURNS bigint LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    v_row jsonb;
+    v_tx xid8;
+    v_position bigint;
+    v_count bigint := 0;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    FOR v_row IN SELECT value FROM jsonb_array_elements(p_rows) LOOP
+        PERFORM es.check_filter(v_row->'filter');
+        v_tx := '0';
+        v_position := 0;
+        IF v_row->>'delivered_through' IS NOT NULL THEN
+            SELECT e.tx_id, e.position INTO v_tx, v_position FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.event_id = (v_row->>'delivered_through')::uuid;
+            IF NOT FOUND THEN
+                PERFORM es.raise('ES004', format('subscription %L: its last delivered event %s is not in the import',
+                                                 v_row->>'name', v_row->>'delivered_through'));
+            END IF;
+        END IF;
+        INSERT INTO es.subscriptions (tenant_id, name, filter, checkpoint_tx, checkpoint_position, last_position)
+        VALUES (p_tenant_id, v_row->>'name', v_row->'filter', v_tx, v_position, v_position)
+        ON CONFLICT (tenant_id, name) DO NOTHING;
+        IF FOUND THEN
+            v_count := v_count + 1;
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END $$;
+-- +goose StatementEnd
+
+DROP FUNCTION es.dead_letter_retried(text, text, bigint, text);
+DROP FUNCTION es.dead_letters_to_retry(text, text, int);
+DROP FUNCTION es.discard_dead_letters(text, text, bigint[]);
+DROP FUNCTION es.retry_dead_letters(text, text, bigint[]);
+ALTER TABLE es.dead_letters DROP COLUMN retry_requested_at;
+
 -- +goose StatementBegin
 DROP FUNCTION es.subscription_status(text);
 CREATE FUNCTION es.subscription_status(p_tenant_id text)

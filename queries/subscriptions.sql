@@ -124,3 +124,21 @@ SELECT k.tx_id::text::bigint AS tx_id FROM t, LATERAL es.log_key_at(t.tenant_id,
 -- the SQL API's tenant check), for handlers that query in the store's
 -- transaction.
 SELECT set_config('es.tenant_id', @tenant_id::text, true);
+
+-- name: RetryDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.retry_dead_letters(t.tenant_id, @name::text, sqlc.narg(positions)::bigint[])::bigint AS marked FROM t;
+
+-- name: DiscardDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.discard_dead_letters(t.tenant_id, @name::text, sqlc.narg(positions)::bigint[])::bigint AS discarded FROM t;
+
+-- name: DeadLettersToRetry :many
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT e.position::bigint AS position, e.event_id::uuid AS event_id, e.event_type::text AS event_type, e.stream_id, e.stream_version,
+       e.payload::jsonb AS payload, e.metadata::jsonb AS metadata, e.tags::text[] AS tags, e.recorded_at
+FROM t, LATERAL es.dead_letters_to_retry(t.tenant_id, @name::text, @max_count::int) e;
+
+-- name: DeadLetterRetried :exec
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.dead_letter_retried(t.tenant_id, @name::text, @position::bigint, sqlc.narg(error)::text) FROM t;

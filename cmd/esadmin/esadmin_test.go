@@ -945,6 +945,26 @@ func TestSubscriptionCommands(t *testing.T) {
 	if r.stdout != "" {
 		t.Fatalf("dead letters: %q", r.stdout)
 	}
+	// Two parked events: retry marks one, discard (confirmed) deletes both.
+	if _, err := conn.Exec(ctx, `SELECT es.park_event($1, 'proj', position, 'boom', 5) FROM es.events WHERE tenant_id = $1 AND position IN ($2, $3)`,
+		id, all[3].Position, all[4].Position); err != nil {
+		t.Fatal(err)
+	}
+	r = esadmin(t, "", "subscription", "retry", "-t", id, "--position", fmt.Sprint(all[3].Position), "proj")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "marked 1 dead letters") ||
+		count(t, p, "SELECT count(*) FROM es.dead_letters WHERE tenant_id = $1 AND retry_requested_at IS NOT NULL", id) != 1 {
+		t.Fatalf("retry: %q", r.stdout)
+	}
+	if r := esadmin(t, "no\n", "subscription", "discard", "-t", id, "proj"); r.code != exitUsage ||
+		count(t, p, "SELECT count(*) FROM es.dead_letters WHERE tenant_id = $1", id) != 2 {
+		t.Fatalf("unconfirmed discard: %+v", r)
+	}
+	r = esadmin(t, "", "subscription", "discard", "-t", id, "--yes", "proj")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "discarded 2 dead letters") || count(t, p, "SELECT count(*) FROM es.dead_letters WHERE tenant_id = $1", id) != 0 {
+		t.Fatalf("discard: %q", r.stdout)
+	}
 	if r := esadmin(t, "no\n", "subscription", "delete", "-t", id, "proj"); r.code != exitUsage || !strings.Contains(r.stderr, "Type proj to confirm: esadmin: not confirmed") {
 		t.Fatalf("unconfirmed delete: %+v", r)
 	}

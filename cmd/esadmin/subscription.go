@@ -105,7 +105,7 @@ func subscriptionCommand() *cli.Command {
 	}
 	return &cli.Command{
 		Name:  "subscription",
-		Usage: "list a tenant's subscriptions with their lag, rewind or delete them, show dead letters",
+		Usage: "list a tenant's subscriptions with their lag, rewind or delete them, show, retry or discard dead letters",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "list",
@@ -178,6 +178,54 @@ func subscriptionCommand() *cli.Command {
 							return err
 						}
 						fmt.Fprintf(c.App.Writer, "deleted subscription %s\n", name)
+						return nil
+					})
+				},
+			},
+			{
+				Name:      "retry",
+				Usage:     "deliver a subscription's dead letters to its running consumer once more (all, or those at --position)",
+				UsageText: "esadmin subscription retry -t acme [--position 42]... projector",
+				Description: "Marks the dead letters and wakes the consumer: it hands each event to its handler again and drops " +
+					"the dead letter when the handler succeeds; one that fails again stays parked with its new error.",
+				Flags: []cli.Flag{tenantFlag, &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"}},
+				Action: func(c *cli.Context) error {
+					name, err := nameArg(c)
+					if err != nil {
+						return err
+					}
+					return withTenant(c, func(ts *pges.TenantStore) error {
+						n, err := ts.RetryDeadLetters(c.Context, name, c.Int64Slice("position")...)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "marked %d dead letters of %s for a retry\n", n, name)
+						return nil
+					})
+				},
+			},
+			{
+				Name:      "discard",
+				Usage:     "delete a subscription's dead letters (all, or those at --position): their events are not delivered",
+				UsageText: "esadmin subscription discard -t acme [--position 42]... [--yes] projector",
+				Flags: []cli.Flag{tenantFlag, &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"},
+					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+				Action: func(c *cli.Context) error {
+					name, err := nameArg(c)
+					if err != nil {
+						return err
+					}
+					if !c.Bool("yes") {
+						if err := confirm(c, fmt.Sprintf("This discards dead letters of subscription %q of tenant %q.", name, c.String("tenant")), name); err != nil {
+							return err
+						}
+					}
+					return withTenant(c, func(ts *pges.TenantStore) error {
+						n, err := ts.DiscardDeadLetters(c.Context, name, c.Int64Slice("position")...)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "discarded %d dead letters of %s\n", n, name)
 						return nil
 					})
 				},
