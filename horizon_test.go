@@ -288,7 +288,7 @@ func TestDeadLettersRetryAndDiscard(t *testing.T) {
 	var broken atomic.Bool
 	broken.Store(true)
 	got := &collector{}
-	run(t, ts, pges.SubscriptionConfig{Name: "dl", PollInterval: noPoll, MaxAttempts: 1, OnFailure: pges.ParkOnFailure,
+	run(t, ts, pges.SubscriptionConfig{Name: "dl", PollInterval: noPoll, LeaseTTL: time.Minute, MaxAttempts: 1, OnFailure: pges.ParkOnFailure,
 		Handler: func(ctx context.Context, tx pgx.Tx, ev pges.RecordedEvent) error {
 			if ev.Type == "Poison" && broken.Load() {
 				return fmt.Errorf("poisoned %d", ev.Position)
