@@ -330,3 +330,24 @@ func TestDeadLettersRetryAndDiscard(t *testing.T) {
 		t.Fatalf("after the discard: dead letters %+v, delivered %v", d, ps)
 	}
 }
+
+// The lag count reads at most 10,000 events after the checkpoint: beyond
+// that, LagCapped says so and the count is a lower bound.
+func TestStatusLagIsCapped(t *testing.T) {
+	ts, admin := newTenant(t)
+	ctx := context.Background()
+	sql := newSQLPoller(t, admin, ts.TenantID(), "all")
+	for range 3 {
+		if _, err := sql.conn.Exec(ctx, `SELECT es.append_events($1, (SELECT jsonb_agg(jsonb_build_object('type', 'Bulk', 'payload', '{}'::jsonb))
+			FROM generate_series(1, 3500)))`, ts.TenantID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, err := ts.Subscriptions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(status) != 1 || !status[0].LagCapped || status[0].LagEvents != 10000 || status[0].Head == 0 {
+		t.Fatalf("status of 10,500 undelivered events: %+v", status)
+	}
+}
