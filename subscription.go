@@ -359,14 +359,24 @@ func (s *subscriber) checkpointParams(cp logKey, lastPosition int64) db.CommitCh
 // Wake-ups: only one appending transaction per tenant at a time notifies
 // (migration 00007); the others had written when it committed, so their ids
 // are below the next transaction id seen by the first read after the
-// wake-up. After a wake-up the loop keeps polling, backing off from minPoll,
-// until its horizon passes that id: until every such writer has ended and
-// been read.
+// wake-up, and they hold the tenant's writer lock until they end. After a
+// wake-up the loop keeps polling, backing off from minPoll, until its
+// horizon passes that id, or until a read finds none of them in flight
+// (es.log_horizon's oldest_writer) and one more read, whose snapshot is
+// taken after they all ended, has delivered them. (The horizon alone can
+// stay below that id while a stranger's transaction holds a later id open:
+// the horizon is at most the snapshot's xmax.)
 func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) error {
 	q := s.t.store.queries
 	var (
 		woke        = true // read once at start as if woken
 		pendingXid  int64  // keep polling until the horizon reaches it
+		settled     bool   // a read found no writer below pendingXid in flight
+		retryDue    = true // look for dead letters marked for a retry
+		lastRetry   time.Time
+		pendingSafe int64 // a safe bound taken before the next read
+		lastSafe    time.Time
+		safeEvery   = min(max(s.cfg.PollInterval, 100*time.Millisecond), time.Second)
 		pollBackoff = minPoll
 		maxPoll     = min(s.cfg.PollInterval, 100*time.Millisecond)
 		lastRenew   = time.Now()
@@ -422,7 +432,7 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			rows = nil // no events
 		}
 		if woke {
-			pendingXid, woke = max(pendingXid, h.NextXid), false
+			pendingXid, woke, settled = max(pendingXid, h.NextXid), false, false
 		}
 		if len(rows) > 0 {
 			next, failed, err := s.deliver(ctx, reader, rows, parked)
@@ -473,12 +483,34 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 				continue
 			}
 		}
-		// Nothing matching is left below the horizon.
-		if hk := (logKey{h.Horizon, 0}); cpp.less(hk) {
-			*cpp = hk
+		// Nothing matching is left below the horizon; the checkpoint may
+		// move only to a safe bound taken before this read (a transaction
+		// below the horizon that has not appended yet could still append
+		// below it). Asking for one reads pg_stat_get_activity: only after
+		// an empty read, and at most every safeEvery.
+		if sk := (logKey{pendingSafe, 0}); pendingSafe > 0 && cpp.less(sk) {
+			*cpp = sk
 		}
-		if h.Horizon < pendingXid {
-			woken, err := sleep(ctx, pollBackoff, w)
+		pendingSafe = 0
+		if len(rows) == 0 && cpp.less(logKey{h.Horizon, 0}) && time.Since(lastSafe) >= safeEvery {
+			lastSafe = time.Now()
+			conn, err := reader.connection(ctx)
+			if err == nil {
+				if pendingSafe, err = q.LogSafe(ctx, conn, s.t.tenantID); err != nil {
+					pendingSafe = 0
+					reader.close()
+				}
+			}
+		}
+		if h.Horizon < pendingXid && !settled {
+			// Once no writer of the wake-up is in flight, read once more
+			// (its snapshot sees them all) and stop.
+			settled = h.OldestWriter >= pendingXid
+			d := pollBackoff
+			if settled {
+				d = 0
+			}
+			woken, err := sleep(ctx, d, w)
 			if err != nil {
 				return err
 			}
@@ -486,17 +518,36 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 			pollBackoff = min(pollBackoff*5/4, maxPoll)
 			continue
 		}
-		pendingXid, pollBackoff = 0, minPoll
+		pendingXid, pollBackoff, settled = 0, minPoll, false
+		// Dead letters marked for a retry: after the new events, and at
+		// most every 100 ms (wake-ups are mostly appends).
+		if retryDue && s.durable() && time.Since(lastRetry) >= retryEvery {
+			retryDue, lastRetry = false, time.Now()
+			if err := s.redeliver(ctx, reader, *cpp); err != nil {
+				if errors.Is(err, ErrLeaseLost) {
+					return err
+				}
+				retryDue = true
+				if err := transient(err); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		wait := s.cfg.PollInterval
 		if s.durable() {
 			wait = min(wait, max(0, renewEvery-time.Since(lastRenew)))
+			if retryDue { // a retry asked for within 100 ms of the last look
+				wait = min(wait, max(0, retryEvery-time.Since(lastRetry)))
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-w.ch:
-			woke = true
+			woke, retryDue = true, true
 		case <-time.After(wait):
+			retryDue = true
 		}
 	}
 }
@@ -647,6 +698,73 @@ func (s *subscriber) deliver(ctx context.Context, reader *logReader, rows []db.R
 	return last, nil, nil
 }
 
+// redeliver hands the parked events marked for a retry
+// (TenantStore.RetryDeadLetters) to the handler once more, each in a
+// transaction that also removes its dead letter and renews the lease; an
+// event whose handler fails again stays parked with the new error.
+func (s *subscriber) redeliver(ctx context.Context, reader *logReader, cp logKey) error {
+	q, tenant := s.t.store.queries, s.t.tenantID
+	conn, err := reader.connection(ctx)
+	if err != nil {
+		return err
+	}
+	rows, err := q.DeadLettersToRetry(ctx, conn, db.DeadLettersToRetryParams{TenantID: tenant, Name: s.name, MaxCount: int32(s.cfg.BatchSize)})
+	if err != nil {
+		reader.close()
+		return translate(err, "")
+	}
+	for _, r := range rows {
+		herr, err := s.redeliverOne(ctx, conn, cp, r)
+		if err != nil {
+			reader.close()
+			return err
+		}
+		if herr != nil {
+			s.log.Warn("subscription: a retried dead letter failed again", "subscription", s.name, "position", r.Position, "err", herr)
+			if err := q.DeadLetterRetried(ctx, conn, db.DeadLetterRetriedParams{TenantID: tenant, Name: s.name, Position: r.Position,
+				Error: pgtype.Text{String: herr.Error(), Valid: true}}); err != nil {
+				reader.close()
+				return translate(err, "")
+			}
+		}
+	}
+	return nil
+}
+
+func (s *subscriber) redeliverOne(ctx context.Context, conn *pgxpool.Conn, cp logKey, r db.DeadLettersToRetryRow) (handlerErr, err error) {
+	q, tenant := s.t.store.queries, s.t.tenantID
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := q.SetTenant(ctx, tx, tenant); err != nil {
+		return nil, err
+	}
+	ev, herr := recordedFromRow(tenant, db.ReadStreamRow{Position: r.Position, EventID: r.EventID, EventType: r.EventType,
+		StreamID: r.StreamID, StreamVersion: r.StreamVersion, Payload: r.Payload, Metadata: r.Metadata, Tags: r.Tags, RecordedAt: r.RecordedAt})
+	if herr == nil {
+		herr = s.cfg.Handler(ctx, tx, ev)
+	}
+	if herr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return herr, nil
+	}
+	if err := q.DeadLetterRetried(ctx, tx, db.DeadLetterRetriedParams{TenantID: tenant, Name: s.name, Position: r.Position}); err != nil {
+		return nil, translate(err, "")
+	}
+	if err := q.CommitCheckpoint(ctx, tx, s.checkpointParams(cp, 0)); err != nil {
+		return nil, translate(err, "")
+	}
+	return nil, tx.Commit(ctx)
+}
+
+// retryEvery bounds how often a consumer looks for dead letters marked for
+// a retry (it looks after wake-ups, which are mostly appends).
+const retryEvery = 100 * time.Millisecond
+
 // minPoll is the first wait of the polls after a wake-up; each further one
 // waits 1.25 times longer, up to 100 ms.
 const minPoll = 500 * time.Microsecond
@@ -699,15 +817,34 @@ type SubscriptionStatus struct {
 	LastPosition int64 `json:"last_position"`
 	// Head is the tenant's last position.
 	Head int64 `json:"head"`
-	// LagEvents counts the events after the checkpoint, whatever the
-	// filter; LagSeconds is the age of the oldest of them.
+	// LagEvents counts the events after the checkpoint that match the
+	// filter, among at most the 10,000 events after it: LagCapped says
+	// there are more, and LagEvents is then a lower bound. LagSeconds is
+	// the age of the oldest of them.
 	LagEvents  int64   `json:"lag_events"`
+	LagCapped  bool    `json:"lag_capped,omitempty"`
 	LagSeconds float64 `json:"lag_seconds"`
+	// HeldBy is the transaction that holds the tenant's delivery back right
+	// now (a writer of the tenant in flight), or nil.
+	HeldBy *HoldingTransaction `json:"held_by,omitempty"`
 	// Owner holds the lease until LeaseExpiresAt; empty when nobody does.
 	Owner          string     `json:"owner,omitempty"`
 	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
 	DeadLetters    int64      `json:"dead_letters"`
 	UpdatedAt      time.Time  `json:"updated_at"`
+}
+
+// HoldingTransaction is a transaction that holds a tenant's delivery back:
+// one writing the tenant's events that has not ended. PID, Database, Age
+// and State are zero when PostgreSQL does not show them (the backend ended
+// meanwhile, or the store's schema owner may not see other roles'
+// sessions); State is "prepared" for a prepared transaction.
+type HoldingTransaction struct {
+	Xid        int64   `json:"xid"`
+	PID        int     `json:"pid,omitempty"`
+	Database   string  `json:"database,omitempty"`
+	AgeSeconds float64 `json:"age_seconds,omitempty"`
+	State      string  `json:"state,omitempty"`
 }
 
 // Subscriptions lists the tenant's durable subscriptions with their lag.
@@ -719,7 +856,11 @@ func (t *TenantStore) Subscriptions(ctx context.Context) ([]SubscriptionStatus, 
 	out := make([]SubscriptionStatus, 0, len(rows))
 	for _, r := range rows {
 		st := SubscriptionStatus{Name: r.Name, Filter: r.Filter, LastPosition: r.LastPosition, Head: r.Head, LagEvents: r.LagEvents,
-			LagSeconds: r.LagSeconds, Owner: r.Owner, DeadLetters: r.DeadLetters, UpdatedAt: r.UpdatedAt.Time}
+			LagCapped: r.LagCapped, LagSeconds: r.LagSeconds, Owner: r.Owner, DeadLetters: r.DeadLetters, UpdatedAt: r.UpdatedAt.Time}
+		if r.HeldByXid != 0 {
+			st.HeldBy = &HoldingTransaction{Xid: r.HeldByXid, PID: int(r.HeldByPid), Database: r.HeldByDatabase,
+				AgeSeconds: r.HeldBySeconds, State: r.HeldByState}
+		}
 		if r.LeaseExpiresAt.Valid {
 			st.LeaseExpiresAt = &r.LeaseExpiresAt.Time
 		}
@@ -795,4 +936,22 @@ func (t *TenantStore) DeadLetters(ctx context.Context, name string) ([]DeadLette
 			Attempts: int(r.Attempts), ParkedAt: r.ParkedAt.Time})
 	}
 	return out, nil
+}
+
+// RetryDeadLetters asks the subscription's consumer to deliver its parked
+// events again (those at positions, or all): the running consumer hands
+// each to its handler once more and drops the dead letter when the handler
+// succeeds; one that fails again stays parked with its new error. Returns
+// how many were marked.
+func (t *TenantStore) RetryDeadLetters(ctx context.Context, name string, positions ...int64) (int64, error) {
+	n, err := t.store.queries.RetryDeadLetters(ctx, t.store.pool, db.RetryDeadLettersParams{TenantID: t.tenantID, Name: name, Positions: positions})
+	return n, translate(err, "")
+}
+
+// DiscardDeadLetters deletes a subscription's dead letters (those at
+// positions, or all): their events are not delivered. Returns how many
+// went.
+func (t *TenantStore) DiscardDeadLetters(ctx context.Context, name string, positions ...int64) (int64, error) {
+	n, err := t.store.queries.DiscardDeadLetters(ctx, t.store.pool, db.DiscardDeadLettersParams{TenantID: t.tenantID, Name: name, Positions: positions})
+	return n, translate(err, "")
 }

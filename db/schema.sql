@@ -562,6 +562,70 @@ END $_$;
 
 
 --
+-- Name: dead_letter_retried(text, text, bigint, text); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.dead_letter_retried(p_tenant_id text, p_name text, p_position bigint, p_error text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    IF p_error IS NULL THEN
+        DELETE FROM es.dead_letters d WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.position = p_position;
+    ELSE
+        UPDATE es.dead_letters d
+           SET error = left(p_error, 4000), attempts = d.attempts + 1, parked_at = now(), retry_requested_at = NULL
+         WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.position = p_position;
+    END IF;
+END $$;
+
+
+--
+-- Name: events; Type: TABLE; Schema: es; Owner: -
+--
+
+CREATE TABLE es.events (
+    tenant_id text NOT NULL,
+    "position" bigint NOT NULL,
+    tx_id xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    event_id uuid NOT NULL,
+    event_type text NOT NULL,
+    stream_id text,
+    stream_version bigint,
+    payload jsonb NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT event_type_1_to_200_characters CHECK (((length(event_type) >= 1) AND (length(event_type) <= 200))),
+    CONSTRAINT events_check CHECK (((stream_id IS NULL) = (stream_version IS NULL))),
+    CONSTRAINT metadata_is_an_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT payload_at_most_1_mib CHECK ((pg_column_size(payload) <= 1048576)),
+    CONSTRAINT stream_id_1_to_200_characters CHECK (((length(stream_id) >= 1) AND (length(stream_id) <= 200))),
+    CONSTRAINT tags_not_empty_strings CHECK (((array_position(tags, ''::text) IS NULL) AND (array_position(tags, NULL::text) IS NULL)))
+)
+PARTITION BY LIST (tenant_id);
+
+
+--
+-- Name: dead_letters_to_retry(text, text, integer); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.dead_letters_to_retry(p_tenant_id text, p_name text, p_limit integer) RETURNS SETOF es.events
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    RETURN QUERY SELECT e.* FROM es.dead_letters d
+                   JOIN es.events e ON e.tenant_id = d.tenant_id AND e.position = d.position
+                  WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND d.retry_requested_at IS NOT NULL
+                  ORDER BY d.position LIMIT p_limit;
+END $$;
+
+
+--
 -- Name: dedicate_tenant(text); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -720,6 +784,25 @@ BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     DELETE FROM es.subscriptions s WHERE s.tenant_id = p_tenant_id AND s.name = p_name;
     RETURN FOUND;
+END $$;
+
+
+--
+-- Name: discard_dead_letters(text, text, bigint[]); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.discard_dead_letters(p_tenant_id text, p_name text, p_positions bigint[] DEFAULT NULL::bigint[]) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    DELETE FROM es.dead_letters d
+     WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND (p_positions IS NULL OR d.position = ANY (p_positions));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
 END $$;
 
 
@@ -941,6 +1024,7 @@ CREATE FUNCTION es.import_subscriptions(p_tenant_id text, p_rows jsonb) RETURNS 
     AS $$
 DECLARE
     v_row jsonb;
+    v_dead jsonb;
     v_tx xid8;
     v_position bigint;
     v_count bigint := 0;
@@ -963,6 +1047,16 @@ BEGIN
         ON CONFLICT (tenant_id, name) DO NOTHING;
         IF FOUND THEN
             v_count := v_count + 1;
+            FOR v_dead IN SELECT value FROM jsonb_array_elements(coalesce(v_row->'dead_letters', '[]')) LOOP
+                INSERT INTO es.dead_letters (tenant_id, subscription, position, event_id, event_type, error, attempts, parked_at)
+                SELECT p_tenant_id, v_row->>'name', e.position, e.event_id, e.event_type, left(coalesce(v_dead->>'error', ''), 4000),
+                       coalesce((v_dead->>'attempts')::int, 0), coalesce((v_dead->>'parked_at')::timestamptz, now())
+                  FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.event_id = (v_dead->>'event_id')::uuid;
+                IF NOT FOUND THEN
+                    PERFORM es.raise('ES004', format('subscription %L: its dead letter %s is not in the import',
+                                                     v_row->>'name', v_dead->>'event_id'));
+                END IF;
+            END LOOP;
         END IF;
     END LOOP;
     RETURN v_count;
@@ -995,7 +1089,8 @@ CREATE TABLE es.dead_letters (
     event_type text NOT NULL,
     error text NOT NULL,
     attempts integer NOT NULL,
-    parked_at timestamp with time zone DEFAULT now() NOT NULL
+    parked_at timestamp with time zone DEFAULT now() NOT NULL,
+    retry_requested_at timestamp with time zone
 );
 
 
@@ -1189,6 +1284,88 @@ END $$;
 
 
 --
+-- Name: log_filter(jsonb); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.log_filter(p_filter jsonb) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_group jsonb := p_filter->'group';
+    v_key text := coalesce(p_filter->'group'->>'key', 'stream');
+BEGIN
+    RETURN format('%s %s %s %s %s',
+        CASE WHEN p_filter ? 'types' THEN format('AND e.event_type = ANY (%L::text[])', ARRAY(SELECT jsonb_array_elements_text(p_filter->'types'))) ELSE '' END,
+        CASE WHEN p_filter ? 'tags' THEN format('AND e.tags @> %L::text[]', ARRAY(SELECT jsonb_array_elements_text(p_filter->'tags'))) ELSE '' END,
+        CASE WHEN p_filter ? 'stream' THEN format('AND e.stream_id = %L', p_filter->>'stream') ELSE '' END,
+        CASE WHEN p_filter ? 'stream_prefix' THEN format('AND left(e.stream_id, %s) = %L', length(p_filter->>'stream_prefix'), p_filter->>'stream_prefix') ELSE '' END,
+        CASE WHEN v_group IS NULL OR (v_group->>'members')::int = 1 THEN ''
+             ELSE format('AND abs(hashtextextended(coalesce(%s, %L), 0) %% %s) = %s',
+                         CASE WHEN v_key = 'stream' THEN 'e.stream_id'
+                              ELSE format('(SELECT t FROM unnest(e.tags) t WHERE left(t, %s) = %L LIMIT 1)', length(v_key) - 4, substr(v_key, 5)) END,
+                         '', (v_group->>'members')::int, (v_group->>'member')::int) END);
+END $$;
+
+
+--
+-- Name: log_horizon(text, boolean); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.log_horizon(p_tenant_id text, p_with_safe boolean DEFAULT true, OUT horizon xid8, OUT safe xid8, OUT oldest_writer xid8) RETURNS record
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_snap pg_snapshot := pg_current_snapshot();
+    v_xmax xid8 := pg_snapshot_xmax(v_snap);
+    v_xmax64 bigint := pg_snapshot_xmax(v_snap)::text::bigint;
+    v_key bigint := es.lock_key(p_tenant_id, 'a', '');
+    v_db oid;
+    v_writers bigint[];   -- the writers' 32-bit transaction ids
+BEGIN
+    -- A session's transactions show in pg_locks to anyone; still, a
+    -- tenant's horizon is asked for by its own scope only.
+    PERFORM es.require_tenant(p_tenant_id);
+    SELECT d.oid INTO v_db FROM pg_database d WHERE d.datname = current_database();
+    -- First the lock table (one consistent copy): the tenant's writers now.
+    WITH l AS MATERIALIZED (
+        SELECT l.locktype, l.database, l.classid, l.objid, l.objsubid, l.virtualtransaction, l.transactionid, l.mode, l.granted
+          FROM pg_lock_status() l
+         WHERE l.locktype IN ('advisory', 'transactionid'))
+    SELECT coalesce(array_agg(DISTINCT x.transactionid::text::bigint), '{}') INTO v_writers
+      FROM l a JOIN l x ON x.virtualtransaction = a.virtualtransaction
+     WHERE a.locktype = 'advisory' AND a.database = v_db
+       AND (a.objsubid = 1 AND a.classid = ((v_key >> 32) & 4294967295)::oid AND a.objid = (v_key & 4294967295)::oid
+            OR a.objsubid = 2 AND a.classid = 1163067393::oid AND a.objid = es.lock_stripe(v_key)::oid)
+       AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted;
+    -- Then the statuses of S's in-progress ids.
+    SELECT least(v_xmax, min(x) FILTER (WHERE (x::text::bigint & 4294967295) = ANY (v_writers) OR pg_xact_status(x) = 'committed'))
+      INTO horizon
+      FROM pg_snapshot_xip(v_snap) x;
+    oldest_writer := CASE WHEN horizon < v_xmax THEN horizon END;
+    -- Which database an id is in matters to "safe" only; reading
+    -- pg_stat_get_activity for it costs about as much as the lock table,
+    -- so p_with_safe false skips it (safe is then NULL). A committed id
+    -- here may be of another database: it only ever lowers the horizon.
+    IF p_with_safe THEN
+        WITH elsewhere AS MATERIALIZED (
+            SELECT a.backend_xid::text::bigint AS xid FROM pg_stat_get_activity(NULL) a
+             WHERE a.backend_xid IS NOT NULL AND a.datid <> v_db
+            UNION
+            SELECT p.transaction::text::bigint FROM pg_prepared_xact() p WHERE p.dbid <> v_db)
+        SELECT least(horizon, min(x) FILTER (WHERE pg_xact_status(x) <> 'aborted'
+                                                 AND (x::text::bigint & 4294967295) NOT IN (SELECT e.xid FROM elsewhere e)))
+          INTO safe
+          FROM pg_snapshot_xip(v_snap) x;
+    END IF;
+    SELECT least(oldest_writer, min((v_xmax64 + (((w - (v_xmax64 & 4294967295)) + 2147483648) & 4294967295) - 2147483648)::text::xid8))
+      INTO oldest_writer
+      FROM unnest(v_writers) w;
+END $$;
+
+
+--
 -- Name: log_key_at(text, bigint, timestamp with time zone); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1205,8 +1382,8 @@ BEGIN
         SELECT min(e.tx_id) INTO tx_id FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.recorded_at >= p_time;
     END IF;
     -- A transaction still open can hold an event at or after p_position
-    -- with a smaller id than any visible one: never start above the horizon.
-    tx_id := least(tx_id, pg_snapshot_xmin(pg_current_snapshot()));
+    -- with a smaller id than any visible one: never start above "safe".
+    tx_id := least(tx_id, (SELECT h.safe FROM es.log_horizon(p_tenant_id) h));
     "position" := 0;
 END $$;
 
@@ -1322,32 +1499,6 @@ END $$;
 
 
 --
--- Name: events; Type: TABLE; Schema: es; Owner: -
---
-
-CREATE TABLE es.events (
-    tenant_id text NOT NULL,
-    "position" bigint NOT NULL,
-    tx_id xid8 DEFAULT pg_current_xact_id() NOT NULL,
-    event_id uuid NOT NULL,
-    event_type text NOT NULL,
-    stream_id text,
-    stream_version bigint,
-    payload jsonb NOT NULL,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    tags text[] DEFAULT '{}'::text[] NOT NULL,
-    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT event_type_1_to_200_characters CHECK (((length(event_type) >= 1) AND (length(event_type) <= 200))),
-    CONSTRAINT events_check CHECK (((stream_id IS NULL) = (stream_version IS NULL))),
-    CONSTRAINT metadata_is_an_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
-    CONSTRAINT payload_at_most_1_mib CHECK ((pg_column_size(payload) <= 1048576)),
-    CONSTRAINT stream_id_1_to_200_characters CHECK (((length(stream_id) >= 1) AND (length(stream_id) <= 200))),
-    CONSTRAINT tags_not_empty_strings CHECK (((array_position(tags, ''::text) IS NULL) AND (array_position(tags, NULL::text) IS NULL)))
-)
-PARTITION BY LIST (tenant_id);
-
-
---
 -- Name: read_events(text, jsonb, bigint, bigint, integer, boolean); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1402,28 +1553,22 @@ CREATE FUNCTION es.read_log(p_tenant_id text, p_after_tx xid8, p_after_position 
     SET plan_cache_mode TO 'force_custom_plan'
     AS $_$
 DECLARE
-    v_group jsonb := p_filter->'group';
-    v_key text := coalesce(p_filter->'group'->>'key', 'stream');
+    v_horizon xid8 := p_horizon;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     PERFORM es.check_filter(p_filter);
     IF p_limit IS NULL OR p_limit < 1 OR p_after_tx IS NULL OR p_after_position IS NULL THEN
         PERFORM es.raise('ES004', 'read_log needs a checkpoint and a limit of 1 or more');
     END IF;
+    -- STABLE: this and the scan below share the caller's snapshot.
+    IF v_horizon IS NULL THEN
+        SELECT h.horizon INTO v_horizon FROM es.log_horizon(p_tenant_id, false) h;
+    END IF;
     RETURN QUERY EXECUTE format(
         'SELECT * FROM es.events e
-          WHERE e.tenant_id = $1 AND (e.tx_id, e.position) > ($2, $3) AND e.tx_id < $4 %s %s %s %s %s
-          ORDER BY e.tx_id, e.position LIMIT $5',
-        CASE WHEN p_filter ? 'types' THEN format('AND e.event_type = ANY (%L::text[])', ARRAY(SELECT jsonb_array_elements_text(p_filter->'types'))) ELSE '' END,
-        CASE WHEN p_filter ? 'tags' THEN format('AND e.tags @> %L::text[]', ARRAY(SELECT jsonb_array_elements_text(p_filter->'tags'))) ELSE '' END,
-        CASE WHEN p_filter ? 'stream' THEN format('AND e.stream_id = %L', p_filter->>'stream') ELSE '' END,
-        CASE WHEN p_filter ? 'stream_prefix' THEN format('AND left(e.stream_id, %s) = %L', length(p_filter->>'stream_prefix'), p_filter->>'stream_prefix') ELSE '' END,
-        CASE WHEN v_group IS NULL OR (v_group->>'members')::int = 1 THEN ''
-             ELSE format('AND abs(hashtextextended(coalesce(%s, %L), 0) %% %s) = %s',
-                         CASE WHEN v_key = 'stream' THEN 'e.stream_id'
-                              ELSE format('(SELECT t FROM unnest(e.tags) t WHERE left(t, %s) = %L LIMIT 1)', length(v_key) - 4, substr(v_key, 5)) END,
-                         '', (v_group->>'members')::int, (v_group->>'member')::int) END)
-    USING p_tenant_id, p_after_tx, p_after_position, coalesce(p_horizon, pg_snapshot_xmin(pg_current_snapshot())), p_limit;
+          WHERE e.tenant_id = $1 AND (e.tx_id, e.position) > ($2, $3) AND e.tx_id < $4 %s
+          ORDER BY e.tx_id, e.position LIMIT $5', es.log_filter(p_filter))
+    USING p_tenant_id, p_after_tx, p_after_position, v_horizon, p_limit;
 END $_$;
 
 
@@ -1553,6 +1698,28 @@ END $$;
 
 
 --
+-- Name: retry_dead_letters(text, text, bigint[]); Type: FUNCTION; Schema: es; Owner: -
+--
+
+CREATE FUNCTION es.retry_dead_letters(p_tenant_id text, p_name text, p_positions bigint[] DEFAULT NULL::bigint[]) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false);
+    UPDATE es.dead_letters d SET retry_requested_at = now()
+     WHERE d.tenant_id = p_tenant_id AND d.subscription = p_name AND (p_positions IS NULL OR d.position = ANY (p_positions));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        PERFORM pg_notify('es_events', p_tenant_id);
+    END IF;
+    RETURN v_count;
+END $$;
+
+
+--
 -- Name: save_snapshot(text, text, bigint, integer, jsonb); Type: FUNCTION; Schema: es; Owner: -
 --
 
@@ -1667,7 +1834,7 @@ BEGIN
         RETURN v_row;
     END IF;
     IF p_start = 'end' THEN
-        v_tx := pg_snapshot_xmin(pg_current_snapshot());
+        SELECT h.safe INTO v_tx FROM es.log_horizon(p_tenant_id) h;
     ELSIF p_start <> 'beginning' THEN
         SELECT k.tx_id INTO v_tx FROM es.log_key_at(p_tenant_id, p_start::bigint, NULL) k;
     END IF;
@@ -1708,18 +1875,19 @@ CREATE FUNCTION es.subscription_next(p_tenant_id text, p_name text, p_limit inte
     AS $$
 DECLARE
     v_sub es.subscriptions;
-    v_horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_safe xid8;
     v_count bigint;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
+    SELECT h.safe INTO v_safe FROM es.log_horizon(p_tenant_id) h;
     SELECT * INTO v_sub FROM es.subscriptions s WHERE s.tenant_id = p_tenant_id AND s.name = p_name;
     IF NOT FOUND THEN
         PERFORM es.raise('ES004', format('subscription %L not found: create it with es.subscribe', left(p_name, 120)));
     END IF;
-    RETURN QUERY SELECT * FROM es.read_log(p_tenant_id, v_sub.checkpoint_tx, v_sub.checkpoint_position, v_sub.filter, p_limit, v_horizon);
+    RETURN QUERY SELECT * FROM es.read_log(p_tenant_id, v_sub.checkpoint_tx, v_sub.checkpoint_position, v_sub.filter, p_limit, NULL);
     GET DIAGNOSTICS v_count = ROW_COUNT;
-    IF v_count = 0 AND (v_sub.checkpoint_tx, v_sub.checkpoint_position) < (v_horizon, 0::bigint) THEN
-        UPDATE es.subscriptions s SET checkpoint_tx = v_horizon, checkpoint_position = 0, updated_at = now()
+    IF v_count = 0 AND (v_sub.checkpoint_tx, v_sub.checkpoint_position) < (v_safe, 0::bigint) THEN
+        UPDATE es.subscriptions s SET checkpoint_tx = v_safe, checkpoint_position = 0, updated_at = now()
          WHERE s.tenant_id = p_tenant_id AND s.name = p_name
            AND (s.checkpoint_tx, s.checkpoint_position) = (v_sub.checkpoint_tx, v_sub.checkpoint_position);
     END IF;
@@ -1730,28 +1898,54 @@ END $$;
 -- Name: subscription_status(text); Type: FUNCTION; Schema: es; Owner: -
 --
 
-CREATE FUNCTION es.subscription_status(p_tenant_id text) RETURNS TABLE(name text, filter jsonb, last_position bigint, head bigint, lag_events bigint, lag_seconds double precision, owner text, lease_expires_at timestamp with time zone, dead_letters bigint, updated_at timestamp with time zone)
+CREATE FUNCTION es.subscription_status(p_tenant_id text) RETURNS TABLE(name text, filter jsonb, last_position bigint, head bigint, lag_events bigint, lag_capped boolean, lag_seconds double precision, owner text, lease_expires_at timestamp with time zone, dead_letters bigint, updated_at timestamp with time zone, held_by_pid integer, held_by_database text, held_by_xid xid8, held_by_seconds double precision, held_by_state text)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
-    AS $$
+    AS $_$
 DECLARE
     v_head bigint;
+    v_horizon xid8; -- the oldest writer in flight
+    v_sub es.subscriptions;
+    v_oldest timestamptz;
+    v_cap constant int := 10000;
 BEGIN
     PERFORM es.check_tenant(p_tenant_id, false);
     SELECT coalesce(max(e.position), 0) INTO v_head FROM es.events e WHERE e.tenant_id = p_tenant_id;
-    RETURN QUERY
-    SELECT s.name, s.filter, s.last_position, v_head, l.n, extract(epoch FROM now() - l.oldest)::double precision,
-           CASE WHEN s.lease_expires_at > clock_timestamp() THEN s.owner END,
-           CASE WHEN s.lease_expires_at > clock_timestamp() THEN s.lease_expires_at END,
-           (SELECT count(*) FROM es.dead_letters d WHERE d.tenant_id = s.tenant_id AND d.subscription = s.name),
-           s.updated_at
-      FROM es.subscriptions s,
-           LATERAL (SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM es.events e
-                     WHERE e.tenant_id = s.tenant_id AND (e.tx_id, e.position) > (s.checkpoint_tx, s.checkpoint_position)) l
-     WHERE s.tenant_id = p_tenant_id
-     ORDER BY s.name;
-END $$;
+    SELECT h.oldest_writer INTO v_horizon FROM es.log_horizon(p_tenant_id, false) h;
+    IF v_horizon IS NOT NULL THEN
+        held_by_xid := v_horizon;
+        SELECT a.pid, a.datname::text, extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.state
+          INTO held_by_pid, held_by_database, held_by_seconds, held_by_state
+          FROM pg_stat_activity a
+         WHERE a.backend_xid IS NOT NULL AND a.backend_xid::text::bigint = v_horizon::text::bigint & 4294967295
+         LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT NULL::int, p.database::text, extract(epoch FROM clock_timestamp() - p.prepared)::float8, 'prepared'
+              INTO held_by_pid, held_by_database, held_by_seconds, held_by_state
+              FROM pg_prepared_xacts p WHERE p.transaction::text::bigint = v_horizon::text::bigint & 4294967295;
+        END IF;
+    END IF;
+    head := v_head;
+    FOR v_sub IN SELECT * FROM es.subscriptions s WHERE s.tenant_id = p_tenant_id ORDER BY s.name LOOP
+        name := v_sub.name;
+        filter := v_sub.filter;
+        last_position := v_sub.last_position;
+        EXECUTE format(
+            'SELECT count(*) FILTER (WHERE w.m), count(*) = $4, min(w.recorded_at) FILTER (WHERE w.m)
+               FROM (SELECT e.recorded_at, (true %s) AS m FROM es.events e
+                      WHERE e.tenant_id = $1 AND (e.tx_id, e.position) > ($2, $3)
+                      ORDER BY e.tx_id, e.position LIMIT $4) w', es.log_filter(v_sub.filter))
+           INTO lag_events, lag_capped, v_oldest
+          USING p_tenant_id, v_sub.checkpoint_tx, v_sub.checkpoint_position, v_cap;
+        lag_seconds := extract(epoch FROM now() - v_oldest);
+        owner := CASE WHEN v_sub.lease_expires_at > clock_timestamp() THEN v_sub.owner END;
+        lease_expires_at := CASE WHEN v_sub.lease_expires_at > clock_timestamp() THEN v_sub.lease_expires_at END;
+        SELECT count(*) INTO dead_letters FROM es.dead_letters d WHERE d.tenant_id = p_tenant_id AND d.subscription = v_sub.name;
+        updated_at := v_sub.updated_at;
+        RETURN NEXT;
+    END LOOP;
+END $_$;
 
 
 --
@@ -4875,6 +5069,13 @@ REVOKE ALL ON FUNCTION es.create_tenant(p_tenant_id text, p_name text) FROM PUBL
 
 
 --
+-- Name: TABLE events; Type: ACL; Schema: es; Owner: -
+--
+
+GRANT SELECT ON TABLE es.events TO es_runtime;
+
+
+--
 -- Name: FUNCTION dedicate_tenant(p_tenant_id text); Type: ACL; Schema: es; Owner: -
 --
 
@@ -5012,13 +5213,6 @@ REVOKE ALL ON FUNCTION es.query_filter(p_query jsonb) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION es.raise(p_code text, p_message text, p_detail text) FROM PUBLIC;
-
-
---
--- Name: TABLE events; Type: ACL; Schema: es; Owner: -
---
-
-GRANT SELECT ON TABLE es.events TO es_runtime;
 
 
 --

@@ -73,6 +73,83 @@ func (q *Queries) CommitCheckpoint(ctx context.Context, db DBTX, arg CommitCheck
 	return err
 }
 
+const deadLetterRetried = `-- name: DeadLetterRetried :exec
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $4::text, true) AS tenant_id)
+SELECT es.dead_letter_retried(t.tenant_id, $1::text, $2::bigint, $3::text) FROM t
+`
+
+type DeadLetterRetriedParams struct {
+	Name     string
+	Position int64
+	Error    pgtype.Text
+	TenantID string
+}
+
+func (q *Queries) DeadLetterRetried(ctx context.Context, db DBTX, arg DeadLetterRetriedParams) error {
+	_, err := db.Exec(ctx, deadLetterRetried,
+		arg.Name,
+		arg.Position,
+		arg.Error,
+		arg.TenantID,
+	)
+	return err
+}
+
+const deadLettersToRetry = `-- name: DeadLettersToRetry :many
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT e.position::bigint AS position, e.event_id::uuid AS event_id, e.event_type::text AS event_type, e.stream_id, e.stream_version,
+       e.payload::jsonb AS payload, e.metadata::jsonb AS metadata, e.tags::text[] AS tags, e.recorded_at
+FROM t, LATERAL es.dead_letters_to_retry(t.tenant_id, $1::text, $2::int) e
+`
+
+type DeadLettersToRetryParams struct {
+	Name     string
+	MaxCount int32
+	TenantID string
+}
+
+type DeadLettersToRetryRow struct {
+	Position      int64
+	EventID       uuid.UUID
+	EventType     string
+	StreamID      pgtype.Text
+	StreamVersion pgtype.Int8
+	Payload       []byte
+	Metadata      []byte
+	Tags          []string
+	RecordedAt    pgtype.Timestamptz
+}
+
+func (q *Queries) DeadLettersToRetry(ctx context.Context, db DBTX, arg DeadLettersToRetryParams) ([]DeadLettersToRetryRow, error) {
+	rows, err := db.Query(ctx, deadLettersToRetry, arg.Name, arg.MaxCount, arg.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DeadLettersToRetryRow
+	for rows.Next() {
+		var i DeadLettersToRetryRow
+		if err := rows.Scan(
+			&i.Position,
+			&i.EventID,
+			&i.EventType,
+			&i.StreamID,
+			&i.StreamVersion,
+			&i.Payload,
+			&i.Metadata,
+			&i.Tags,
+			&i.RecordedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const deleteSubscription = `-- name: DeleteSubscription :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $2::text, true) AS tenant_id)
 SELECT es.delete_subscription(t.tenant_id, $1::text)::boolean AS found FROM t
@@ -88,6 +165,24 @@ func (q *Queries) DeleteSubscription(ctx context.Context, db DBTX, arg DeleteSub
 	var found bool
 	err := row.Scan(&found)
 	return found, err
+}
+
+const discardDeadLetters = `-- name: DiscardDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT es.discard_dead_letters(t.tenant_id, $1::text, $2::bigint[])::bigint AS discarded FROM t
+`
+
+type DiscardDeadLettersParams struct {
+	Name      string
+	Positions []int64
+	TenantID  string
+}
+
+func (q *Queries) DiscardDeadLetters(ctx context.Context, db DBTX, arg DiscardDeadLettersParams) (int64, error) {
+	row := db.QueryRow(ctx, discardDeadLetters, arg.Name, arg.Positions, arg.TenantID)
+	var discarded int64
+	err := row.Scan(&discarded)
+	return discarded, err
 }
 
 const listDeadLetters = `-- name: ListDeadLetters :many
@@ -155,6 +250,21 @@ func (q *Queries) LogKeyAt(ctx context.Context, db DBTX, arg LogKeyAtParams) (in
 	return tx_id, err
 }
 
+const logSafe = `-- name: LogSafe :one
+SELECT coalesce(h.safe::text::bigint, 0)::bigint AS safe
+FROM es.log_horizon($1::text, true) AS h(horizon, safe, oldest_writer)
+`
+
+// es.log_horizon's safe bound (reading pg_stat_get_activity, which ReadLog
+// skips): a read that starts after this statement and finds nothing more
+// lets the checkpoint move to it.
+func (q *Queries) LogSafe(ctx context.Context, db DBTX, tenantID string) (int64, error) {
+	row := db.QueryRow(ctx, logSafe, tenantID)
+	var safe int64
+	err := row.Scan(&safe)
+	return safe, err
+}
+
 const parkEvent = `-- name: ParkEvent :exec
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $5::text, true) AS tenant_id)
 SELECT es.park_event(t.tenant_id, $1::text, $2::bigint, $3::text, $4::int) FROM t
@@ -181,9 +291,11 @@ func (q *Queries) ParkEvent(ctx context.Context, db DBTX, arg ParkEventParams) e
 
 const readLog = `-- name: ReadLog :many
 WITH h AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
-           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
+    SELECT l.horizon, l.safe, l.oldest_writer,
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
+      FROM es.log_horizon($1::text, false) AS l(horizon, safe, oldest_writer))
 SELECT h.horizon::text::bigint AS horizon,
+       coalesce(h.oldest_writer::text::bigint, 9223372036854775807)::bigint AS oldest_writer,
        (h.xmax + CASE WHEN (h.xmax & 4294967295) >= 3 THEN age(((h.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid,
        coalesce(e.tx_id::text::bigint, 0)::bigint AS tx_id, coalesce(e.position, 0)::bigint AS position,
        coalesce(e.event_id, '00000000-0000-0000-0000-000000000000')::uuid AS event_id, coalesce(e.event_type, '')::text AS event_type,
@@ -222,6 +334,7 @@ type ReadLogParams struct {
 
 type ReadLogRow struct {
 	Horizon       int64
+	OldestWriter  int64
 	NextXid       int64
 	TxID          int64
 	Position      int64
@@ -247,7 +360,10 @@ type ReadLogRow struct {
 // One statement: the horizon, the next transaction id and the batch below
 // the horizon, all from this statement's snapshot; one row with position 0
 // when the batch is empty.
-// horizon: pg_snapshot_xmin; every transaction below it has ended.
+// horizon, oldest_writer: es.log_horizon (migration 00013); only the
+// tenant's writers hold the horizon back. oldest_writer: max int8 when no
+// writer is in flight. An empty read moves the checkpoint to the safe bound
+// of an earlier LogSafe, never to the horizon.
 // next_xid: the next transaction id to be assigned, so every transaction
 // that has written anything is below it. (The snapshot's xmax is not that
 // bound: it is the last completed id + 1, and running transactions above
@@ -278,6 +394,7 @@ func (q *Queries) ReadLog(ctx context.Context, db DBTX, arg ReadLogParams) ([]Re
 		var i ReadLogRow
 		if err := rows.Scan(
 			&i.Horizon,
+			&i.OldestWriter,
 			&i.NextXid,
 			&i.TxID,
 			&i.Position,
@@ -338,6 +455,24 @@ func (q *Queries) ResetSubscription(ctx context.Context, db DBTX, arg ResetSubsc
 	var found bool
 	err := row.Scan(&found)
 	return found, err
+}
+
+const retryDeadLetters = `-- name: RetryDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $3::text, true) AS tenant_id)
+SELECT es.retry_dead_letters(t.tenant_id, $1::text, $2::bigint[])::bigint AS marked FROM t
+`
+
+type RetryDeadLettersParams struct {
+	Name      string
+	Positions []int64
+	TenantID  string
+}
+
+func (q *Queries) RetryDeadLetters(ctx context.Context, db DBTX, arg RetryDeadLettersParams) (int64, error) {
+	row := db.QueryRow(ctx, retryDeadLetters, arg.Name, arg.Positions, arg.TenantID)
+	var marked int64
+	err := row.Scan(&marked)
+	return marked, err
 }
 
 const scopeSession = `-- name: ScopeSession :one
@@ -402,9 +537,12 @@ func (q *Queries) Subscribe(ctx context.Context, db DBTX, arg SubscribeParams) (
 const subscriptionStatus = `-- name: SubscriptionStatus :many
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', $1::text, true) AS tenant_id)
 SELECT s.name::text AS name, s.filter::jsonb AS filter, s.last_position::bigint AS last_position, s.head::bigint AS head,
-       s.lag_events::bigint AS lag_events, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
+       s.lag_events::bigint AS lag_events, s.lag_capped::boolean AS lag_capped, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
        coalesce(s.owner, '')::text AS owner, s.lease_expires_at::timestamptz AS lease_expires_at,
-       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at
+       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at,
+       coalesce(s.held_by_xid::text::bigint, 0)::bigint AS held_by_xid, coalesce(s.held_by_pid, 0)::int AS held_by_pid,
+       coalesce(s.held_by_database, '')::text AS held_by_database, coalesce(s.held_by_seconds, 0)::float8 AS held_by_seconds,
+       coalesce(s.held_by_state, '')::text AS held_by_state
 FROM t, LATERAL es.subscription_status(t.tenant_id) s
 `
 
@@ -414,11 +552,17 @@ type SubscriptionStatusRow struct {
 	LastPosition   int64
 	Head           int64
 	LagEvents      int64
+	LagCapped      bool
 	LagSeconds     float64
 	Owner          string
 	LeaseExpiresAt pgtype.Timestamptz
 	DeadLetters    int64
 	UpdatedAt      pgtype.Timestamptz
+	HeldByXid      int64
+	HeldByPid      int32
+	HeldByDatabase string
+	HeldBySeconds  float64
+	HeldByState    string
 }
 
 func (q *Queries) SubscriptionStatus(ctx context.Context, db DBTX, tenantID string) ([]SubscriptionStatusRow, error) {
@@ -436,11 +580,17 @@ func (q *Queries) SubscriptionStatus(ctx context.Context, db DBTX, tenantID stri
 			&i.LastPosition,
 			&i.Head,
 			&i.LagEvents,
+			&i.LagCapped,
 			&i.LagSeconds,
 			&i.Owner,
 			&i.LeaseExpiresAt,
 			&i.DeadLetters,
 			&i.UpdatedAt,
+			&i.HeldByXid,
+			&i.HeldByPid,
+			&i.HeldByDatabase,
+			&i.HeldBySeconds,
+			&i.HeldByState,
 		); err != nil {
 			return nil, err
 		}

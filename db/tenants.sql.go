@@ -171,7 +171,10 @@ SELECT s.name, s.filter::text AS filter,
                                        WHERE u.tenant_id = s.tenant_id
                                          AND (u.tx_id, u.position) > (s.checkpoint_tx, s.checkpoint_position)),
                                      9223372036854775807)
-         ORDER BY e.position DESC LIMIT 1), '')::text AS delivered_through
+         ORDER BY e.position DESC LIMIT 1), '')::text AS delivered_through,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('event_id', d.event_id, 'error', d.error, 'attempts', d.attempts,
+                                                     'parked_at', d.parked_at) ORDER BY d.position)
+                   FROM es.dead_letters d WHERE d.tenant_id = s.tenant_id AND d.subscription = s.name), '[]')::text AS dead_letters
 FROM es.subscriptions s WHERE s.tenant_id = $1 ORDER BY s.name
 `
 
@@ -179,6 +182,7 @@ type ExportSubscriptionsRow struct {
 	Name             string
 	Filter           string
 	DeliveredThrough string
+	DeadLetters      string
 }
 
 // Each subscription with the last event up to which every event has been
@@ -193,7 +197,12 @@ func (q *Queries) ExportSubscriptions(ctx context.Context, db DBTX, tenantID str
 	var items []ExportSubscriptionsRow
 	for rows.Next() {
 		var i ExportSubscriptionsRow
-		if err := rows.Scan(&i.Name, &i.Filter, &i.DeliveredThrough); err != nil {
+		if err := rows.Scan(
+			&i.Name,
+			&i.Filter,
+			&i.DeliveredThrough,
+			&i.DeadLetters,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

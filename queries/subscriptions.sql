@@ -11,7 +11,10 @@
 -- One statement: the horizon, the next transaction id and the batch below
 -- the horizon, all from this statement's snapshot; one row with position 0
 -- when the batch is empty.
--- horizon: pg_snapshot_xmin; every transaction below it has ended.
+-- horizon, oldest_writer: es.log_horizon (migration 00013); only the
+-- tenant's writers hold the horizon back. oldest_writer: max int8 when no
+-- writer is in flight. An empty read moves the checkpoint to the safe bound
+-- of an earlier LogSafe, never to the horizon.
 -- next_xid: the next transaction id to be assigned, so every transaction
 -- that has written anything is below it. (The snapshot's xmax is not that
 -- bound: it is the last completed id + 1, and running transactions above
@@ -20,9 +23,11 @@
 -- except within 3 ids of a wraparound, where the bound falls back to
 -- xmax + 3.
 WITH h AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
-           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
+    SELECT l.horizon, l.safe, l.oldest_writer,
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
+      FROM es.log_horizon(@tenant_id::text, false) AS l(horizon, safe, oldest_writer))
 SELECT h.horizon::text::bigint AS horizon,
+       coalesce(h.oldest_writer::text::bigint, 9223372036854775807)::bigint AS oldest_writer,
        (h.xmax + CASE WHEN (h.xmax & 4294967295) >= 3 THEN age(((h.xmax & 4294967295)::text)::xid) ELSE 3 END)::bigint AS next_xid,
        coalesce(e.tx_id::text::bigint, 0)::bigint AS tx_id, coalesce(e.position, 0)::bigint AS position,
        coalesce(e.event_id, '00000000-0000-0000-0000-000000000000')::uuid AS event_id, coalesce(e.event_type, '')::text AS event_type,
@@ -43,6 +48,13 @@ FROM h LEFT JOIN LATERAL (
                ''), 0) % @members::int) = @member::int)
      ORDER BY e.tx_id, e.position
      LIMIT @max_count::int) e ON true;
+
+-- name: LogSafe :one
+-- es.log_horizon's safe bound (reading pg_stat_get_activity, which ReadLog
+-- skips): a read that starts after this statement and finds nothing more
+-- lets the checkpoint move to it.
+SELECT coalesce(h.safe::text::bigint, 0)::bigint AS safe
+FROM es.log_horizon(@tenant_id::text, true) AS h(horizon, safe, oldest_writer);
 
 -- name: ScopeSession :one
 -- Scopes a connection's session to a tenant for ReadLog, with custom plans
@@ -90,9 +102,12 @@ SELECT es.delete_subscription(t.tenant_id, @name::text)::boolean AS found FROM t
 -- name: SubscriptionStatus :many
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
 SELECT s.name::text AS name, s.filter::jsonb AS filter, s.last_position::bigint AS last_position, s.head::bigint AS head,
-       s.lag_events::bigint AS lag_events, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
+       s.lag_events::bigint AS lag_events, s.lag_capped::boolean AS lag_capped, coalesce(s.lag_seconds, 0)::float8 AS lag_seconds,
        coalesce(s.owner, '')::text AS owner, s.lease_expires_at::timestamptz AS lease_expires_at,
-       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at
+       s.dead_letters::bigint AS dead_letters, s.updated_at::timestamptz AS updated_at,
+       coalesce(s.held_by_xid::text::bigint, 0)::bigint AS held_by_xid, coalesce(s.held_by_pid, 0)::int AS held_by_pid,
+       coalesce(s.held_by_database, '')::text AS held_by_database, coalesce(s.held_by_seconds, 0)::float8 AS held_by_seconds,
+       coalesce(s.held_by_state, '')::text AS held_by_state
 FROM t, LATERAL es.subscription_status(t.tenant_id) s;
 
 -- name: ListDeadLetters :many
@@ -109,3 +124,21 @@ SELECT k.tx_id::text::bigint AS tx_id FROM t, LATERAL es.log_key_at(t.tenant_id,
 -- the SQL API's tenant check), for handlers that query in the store's
 -- transaction.
 SELECT set_config('es.tenant_id', @tenant_id::text, true);
+
+-- name: RetryDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.retry_dead_letters(t.tenant_id, @name::text, sqlc.narg(positions)::bigint[])::bigint AS marked FROM t;
+
+-- name: DiscardDeadLetters :one
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.discard_dead_letters(t.tenant_id, @name::text, sqlc.narg(positions)::bigint[])::bigint AS discarded FROM t;
+
+-- name: DeadLettersToRetry :many
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT e.position::bigint AS position, e.event_id::uuid AS event_id, e.event_type::text AS event_type, e.stream_id, e.stream_version,
+       e.payload::jsonb AS payload, e.metadata::jsonb AS metadata, e.tags::text[] AS tags, e.recorded_at
+FROM t, LATERAL es.dead_letters_to_retry(t.tenant_id, @name::text, @max_count::int) e;
+
+-- name: DeadLetterRetried :exec
+WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
+SELECT es.dead_letter_retried(t.tenant_id, @name::text, @position::bigint, sqlc.narg(error)::text) FROM t;

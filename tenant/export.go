@@ -51,6 +51,9 @@ type exportLine struct {
 	// subscription (and Name)
 	Filter           json.RawMessage `json:"filter,omitempty"`
 	DeliveredThrough *uuid.UUID      `json:"delivered_through,omitempty"`
+	// DeadLetters: the events it parked, [{"event_id", "error",
+	// "attempts", "parked_at"}]; parked again on import (migration 00013).
+	DeadLetters json.RawMessage `json:"dead_letters,omitempty"`
 
 	// trailer; Subscriptions is absent from exports made before
 	// subscriptions existed, which hold none.
@@ -127,6 +130,9 @@ func (m *Manager) Export(ctx context.Context, id string, w io.Writer) (ExportRes
 	}
 	for _, sub := range subs {
 		line := exportLine{Kind: "subscription", Name: sub.Name, Filter: json.RawMessage(sub.Filter)}
+		if sub.DeadLetters != "[]" {
+			line.DeadLetters = json.RawMessage(sub.DeadLetters)
+		}
 		if sub.DeliveredThrough != "" {
 			u, err := uuid.Parse(sub.DeliveredThrough)
 			if err != nil {

@@ -563,6 +563,10 @@ func TestExportImportCarriesSubscriptions(t *testing.T) {
 		_, err = conn.Exec(ctx, `SELECT es.subscription_ack($1, 'half', tx_id, position) FROM es.events
 			WHERE tenant_id = $1 AND event_id = $2`, src, ids[5])
 	}
+	if err == nil { // "half" parked the third event
+		_, err = conn.Exec(ctx, `SELECT es.park_event($1, 'half', position, 'boom', 3) FROM es.events
+			WHERE tenant_id = $1 AND event_id = $2`, src, ids[2])
+	}
 	conn.Exec(ctx, "RESET es.tenant_id")
 	conn.Release()
 	if err != nil {
@@ -576,6 +580,11 @@ func TestExportImportCarriesSubscriptions(t *testing.T) {
 	dst := newID("subdst")
 	if imp, err := m.Import(ctx, bytes.NewReader(export.Bytes()), tenant.ImportOptions{Tenant: dst}); err != nil || imp.Subscriptions != 2 {
 		t.Fatalf("import: %+v, %v", imp, err)
+	}
+	// Dead letters travel, by event id.
+	if dead, err := store.Tenant(dst).DeadLetters(ctx, "half"); err != nil || len(dead) != 1 || dead[0].EventID != ids[2] ||
+		dead[0].Error != "boom" || dead[0].Attempts != 3 {
+		t.Fatalf("imported dead letters: %+v, %v", dead, err)
 	}
 	deliveredIDs := func(name string) []uuid.UUID {
 		var got []uuid.UUID

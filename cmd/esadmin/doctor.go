@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/eventstore-go/pges"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/urfave/cli/v2"
 )
@@ -20,6 +24,10 @@ type doctorReport struct {
 	// Behind: the 20 subscriptions (relays included) with the most events
 	// after their checkpoint, of any tenant.
 	Behind []subscriptionLag `json:"behind"`
+	// HeldBack: transactions writing a tenant's events that have been open
+	// for more than a second; each holds that tenant's subscriptions back
+	// until it ends.
+	HeldBack []heldBack `json:"held_back,omitempty"`
 }
 
 type subscriptionLag struct {
@@ -28,6 +36,15 @@ type subscriptionLag struct {
 	LagEvents  int64   `json:"lag_events"`
 	LagSeconds float64 `json:"lag_seconds"`
 	Owner      string  `json:"owner,omitempty"`
+}
+
+type heldBack struct {
+	Tenant     string  `json:"tenant"`
+	PID        int     `json:"pid"`
+	Database   string  `json:"database"`
+	Xid        string  `json:"xid"`
+	AgeSeconds float64 `json:"age_seconds"`
+	State      string  `json:"state"`
 }
 
 type tenantSize struct {
@@ -123,13 +140,17 @@ func doctorCommand() *cli.Command {
 				}
 			}
 			if r.SchemaVersion > 0 {
-				// As es.subscription_status counts lag, for every tenant.
+				// Events after each checkpoint, whatever the filter, counted
+				// up to 10,000 (es.subscription_status caps its count too), so
+				// the look does not grow with the lag.
 				lags, err := pool.Query(c.Context, `
 					SELECT s.tenant_id, s.name, l.n, coalesce(extract(epoch FROM now() - l.oldest), 0)::double precision,
 					       CASE WHEN s.lease_expires_at > clock_timestamp() THEN s.owner ELSE '' END
 					  FROM es.subscriptions s,
-					       LATERAL (SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM es.events e
-					                 WHERE e.tenant_id = s.tenant_id AND (e.tx_id, e.position) > (s.checkpoint_tx, s.checkpoint_position)) l
+					       LATERAL (SELECT count(*) AS n, min(x.recorded_at) AS oldest
+					                  FROM (SELECT e.recorded_at FROM es.events e
+					                         WHERE e.tenant_id = s.tenant_id AND (e.tx_id, e.position) > (s.checkpoint_tx, s.checkpoint_position)
+					                         ORDER BY e.tx_id, e.position LIMIT 10000) x) l
 					 WHERE l.n > 0
 					 ORDER BY l.n DESC, 1, 2 LIMIT 20`)
 				if err != nil {
@@ -144,6 +165,11 @@ func doctorCommand() *cli.Command {
 				}
 				if err := lags.Err(); err != nil {
 					return err
+				}
+			}
+			if r.SchemaVersion >= 13 {
+				if r.HeldBack, err = heldBackTenants(c.Context, pool); err != nil {
+					return fmt.Errorf("writers holding subscriptions back: %w", err)
 				}
 			}
 			if c.Bool("json") {
@@ -175,7 +201,37 @@ func doctorCommand() *cli.Command {
 				}
 				fmt.Fprintf(w, "  %s %s\t%d events, oldest %.1fs, %s\n", l.Tenant, l.Name, l.LagEvents, l.LagSeconds, owner)
 			}
+			fmt.Fprintf(w, "writers holding subscriptions back (open > 1s)\t%d\n", len(r.HeldBack))
+			for _, h := range r.HeldBack {
+				fmt.Fprintf(w, "  %s\tpid %d, database %s, xid %s, open %s, %s\n", h.Tenant, h.PID, h.Database, h.Xid,
+					time.Duration(h.AgeSeconds*float64(time.Second)).Round(time.Millisecond), h.State)
+			}
 			return w.Flush()
 		},
 	}
+}
+
+// heldBackTenants finds the transactions that hold a tenant's writer lock
+// (migration 00013: only these hold its delivery back) and have been open
+// for more than a second, oldest first.
+func heldBackTenants(ctx context.Context, pool *pgxpool.Pool) ([]heldBack, error) {
+	rows, err := pool.Query(ctx, `
+		SELECT t.tenant_id, a.pid, a.datname::text, coalesce(a.backend_xid::text, ''),
+		       extract(epoch FROM clock_timestamp() - a.xact_start)::float8, coalesce(a.state, '')
+		  FROM es.tenants t
+		  CROSS JOIN LATERAL (SELECT es.lock_key(t.tenant_id, 'a', '') AS k) k
+		  JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 1
+		       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+		       AND l.classid = ((k.k >> 32) & 4294967295)::oid AND l.objid = (k.k & 4294967295)::oid
+		  JOIN pg_stat_activity a ON a.pid = l.pid
+		 WHERE a.backend_xid IS NOT NULL AND a.xact_start < clock_timestamp() - interval '1 second'
+		 ORDER BY a.xact_start, t.tenant_id LIMIT 50`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (heldBack, error) {
+		var h heldBack
+		err := r.Scan(&h.Tenant, &h.PID, &h.Database, &h.Xid, &h.AgeSeconds, &h.State)
+		return h, err
+	})
 }

@@ -138,8 +138,9 @@ func TestMigrateStatusVersionAndUp(t *testing.T) {
 	}
 	for i, f := range files {
 		row := strings.Fields(lines[i+1])
-		if len(row) < 3 || row[0] != strconv.Itoa(i+1) || row[1] != "applied" || !strings.HasSuffix(lines[i+1], f) {
-			t.Errorf("status row %q, want version %d applied for %s", lines[i+1], i+1, f)
+		v := strings.TrimLeft(f[:strings.IndexByte(f, '_')], "0") // the version its file name gives
+		if len(row) < 3 || row[0] != v || row[1] != "applied" || !strings.HasSuffix(lines[i+1], f) {
+			t.Errorf("status row %q, want version %s applied for %s", lines[i+1], v, f)
 		}
 	}
 
@@ -672,6 +673,53 @@ func TestDoctor(t *testing.T) {
 	}
 }
 
+// A writer of a tenant's events left open for more than a second holds
+// that tenant's subscriptions back: doctor and subscription list name it.
+func TestDoctorNamesTheWriterHoldingSubscriptionsBack(t *testing.T) {
+	const id = "cli-held-back"
+	wantOK(t, esadmin(t, "", "tenant", "create", id))
+	ctx := context.Background()
+	p := pool(t)
+	conn, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('es.tenant_id', $1, false), es.subscribe($1, 'proj', '{}')", id); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "RESET es.tenant_id")
+	tx, err := p.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var pid int
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid() FROM es.append_events(set_config('es.tenant_id', $1, true), '[{"type":"T","payload":{}}]')`,
+		id).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	r := esadmin(t, "", "doctor", "--json")
+	wantOK(t, r)
+	var rep doctorReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, h := range rep.HeldBack {
+		found = found || h.Tenant == id && h.PID == pid && h.Database != "" && h.AgeSeconds >= 1 && h.State != ""
+	}
+	if !found {
+		t.Fatalf("doctor's held_back %+v does not name pid %d of tenant %s", rep.HeldBack, pid, id)
+	}
+	r = esadmin(t, "", "subscription", "list", "-t", id)
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, fmt.Sprintf("pid %d, database ", pid)) {
+		t.Fatalf("subscription list does not name pid %d:\n%s", pid, r.stdout)
+	}
+}
+
 func TestReplay(t *testing.T) {
 	const id = "cli-replay"
 	wantOK(t, esadmin(t, "", "tenant", "create", id))
@@ -867,7 +915,6 @@ func TestSubscriptionCommands(t *testing.T) {
 	}
 	wantOK(t, esadmin(t, in.String(), "events", "append", "-t", id))
 	all := jsonLines[pges.RecordedEvent](t, esadmin(t, "", "replay", "-t", id).stdout)
-	testdb.WaitForHorizon(t, p)
 
 	// A SQL consumer that has read everything.
 	conn, err := p.Acquire(ctx)
@@ -920,6 +967,26 @@ func TestSubscriptionCommands(t *testing.T) {
 	wantOK(t, r)
 	if r.stdout != "" {
 		t.Fatalf("dead letters: %q", r.stdout)
+	}
+	// Two parked events: retry marks one, discard (confirmed) deletes both.
+	if _, err := conn.Exec(ctx, `SELECT es.park_event($1, 'proj', position, 'boom', 5) FROM es.events WHERE tenant_id = $1 AND position IN ($2, $3)`,
+		id, all[3].Position, all[4].Position); err != nil {
+		t.Fatal(err)
+	}
+	r = esadmin(t, "", "subscription", "retry", "-t", id, "--position", fmt.Sprint(all[3].Position), "proj")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "marked 1 dead letters") ||
+		count(t, p, "SELECT count(*) FROM es.dead_letters WHERE tenant_id = $1 AND retry_requested_at IS NOT NULL", id) != 1 {
+		t.Fatalf("retry: %q", r.stdout)
+	}
+	if r := esadmin(t, "no\n", "subscription", "discard", "-t", id, "proj"); r.code != exitUsage ||
+		count(t, p, "SELECT count(*) FROM es.dead_letters WHERE tenant_id = $1", id) != 2 {
+		t.Fatalf("unconfirmed discard: %+v", r)
+	}
+	r = esadmin(t, "", "subscription", "discard", "-t", id, "--yes", "proj")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "discarded 2 dead letters") || count(t, p, "SELECT count(*) FROM es.dead_letters WHERE tenant_id = $1", id) != 0 {
+		t.Fatalf("discard: %q", r.stdout)
 	}
 	if r := esadmin(t, "no\n", "subscription", "delete", "-t", id, "proj"); r.code != exitUsage || !strings.Contains(r.stderr, "Type proj to confirm: esadmin: not confirmed") {
 		t.Fatalf("unconfirmed delete: %+v", r)

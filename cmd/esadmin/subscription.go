@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -104,7 +105,7 @@ func subscriptionCommand() *cli.Command {
 	}
 	return &cli.Command{
 		Name:  "subscription",
-		Usage: "list a tenant's subscriptions with their lag, rewind or delete them, show dead letters",
+		Usage: "list a tenant's subscriptions with their lag, rewind or delete them, show, retry or discard dead letters",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "list",
@@ -121,14 +122,18 @@ func subscriptionCommand() *cli.Command {
 							return writeJSONLines(c, list)
 						}
 						w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-						fmt.Fprintln(w, "NAME\tLAST POSITION\tHEAD\tLAG EVENTS\tLAG\tOWNER\tDEAD LETTERS\tFILTER")
+						fmt.Fprintln(w, "NAME\tLAST POSITION\tHEAD\tLAG EVENTS\tLAG\tOWNER\tDEAD LETTERS\tFILTER\tHELD BACK BY")
 						for _, s := range list {
 							owner := s.Owner
 							if owner == "" {
 								owner = "-"
 							}
-							fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\n", s.Name, s.LastPosition, s.Head, s.LagEvents,
-								(time.Duration(s.LagSeconds * float64(time.Second))).Round(time.Millisecond), owner, s.DeadLetters, s.Filter)
+							lag := strconv.FormatInt(s.LagEvents, 10)
+							if s.LagCapped {
+								lag += "+"
+							}
+							fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.LastPosition, s.Head, lag,
+								(time.Duration(s.LagSeconds * float64(time.Second))).Round(time.Millisecond), owner, s.DeadLetters, s.Filter, heldBy(s.HeldBy))
 						}
 						return w.Flush()
 					})
@@ -178,6 +183,54 @@ func subscriptionCommand() *cli.Command {
 				},
 			},
 			{
+				Name:      "retry",
+				Usage:     "deliver a subscription's dead letters to its running consumer once more (all, or those at --position)",
+				UsageText: "esadmin subscription retry -t acme [--position 42]... projector",
+				Description: "Marks the dead letters and wakes the consumer: it hands each event to its handler again and drops " +
+					"the dead letter when the handler succeeds; one that fails again stays parked with its new error.",
+				Flags: []cli.Flag{tenantFlag, &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"}},
+				Action: func(c *cli.Context) error {
+					name, err := nameArg(c)
+					if err != nil {
+						return err
+					}
+					return withTenant(c, func(ts *pges.TenantStore) error {
+						n, err := ts.RetryDeadLetters(c.Context, name, c.Int64Slice("position")...)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "marked %d dead letters of %s for a retry\n", n, name)
+						return nil
+					})
+				},
+			},
+			{
+				Name:      "discard",
+				Usage:     "delete a subscription's dead letters (all, or those at --position): their events are not delivered",
+				UsageText: "esadmin subscription discard -t acme [--position 42]... [--yes] projector",
+				Flags: []cli.Flag{tenantFlag, &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"},
+					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+				Action: func(c *cli.Context) error {
+					name, err := nameArg(c)
+					if err != nil {
+						return err
+					}
+					if !c.Bool("yes") {
+						if err := confirm(c, fmt.Sprintf("This discards dead letters of subscription %q of tenant %q.", name, c.String("tenant")), name); err != nil {
+							return err
+						}
+					}
+					return withTenant(c, func(ts *pges.TenantStore) error {
+						n, err := ts.DiscardDeadLetters(c.Context, name, c.Int64Slice("position")...)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "discarded %d dead letters of %s\n", n, name)
+						return nil
+					})
+				},
+			},
+			{
 				Name:      "dead-letters",
 				Usage:     "list the events a subscription parked after its handler kept failing, as JSON Lines",
 				UsageText: "esadmin subscription dead-letters -t acme projector",
@@ -198,6 +251,27 @@ func subscriptionCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// heldBy describes the transaction holding a subscription back, or "-".
+func heldBy(h *pges.HoldingTransaction) string {
+	if h == nil {
+		return "-"
+	}
+	out := fmt.Sprintf("xid %d", h.Xid)
+	if h.PID != 0 {
+		out += fmt.Sprintf(", pid %d", h.PID)
+	}
+	if h.Database != "" {
+		out += ", database " + h.Database
+	}
+	if h.AgeSeconds > 0 {
+		out += ", open " + time.Duration(h.AgeSeconds*float64(time.Second)).Round(time.Millisecond).String()
+	}
+	if h.State != "" {
+		out += ", " + h.State
+	}
+	return out
 }
 
 // rewind resets a subscription to position (if > 0), else to *at (if

@@ -192,26 +192,39 @@ func withDatabase(server, name string) (string, error) {
 	return u.String(), nil
 }
 
-// WaitForHorizon waits until every transaction that began before the call
-// has ended, anywhere in the cluster: only then do SQL polls (es.read_log,
-// es.subscription_next) see every event committed before the call. Tests
-// of other packages run at the same time and keep short transactions open.
-func WaitForHorizon(t testing.TB, pool *pgxpool.Pool) {
+// HoldXid opens, in a database of its own on the same server, a
+// transaction with an assigned transaction id and keeps it open until the
+// test ends: a stranger's transaction, as on a shared server. It returns
+// the transaction's id.
+func HoldXid(t testing.TB) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	var next, xmin uint64
-	if err := pool.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").Scan(&next); err != nil {
+	name := fmt.Sprintf("pges_test_stranger_%d_%d", os.Getpid(), rand.IntN(1e6))
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if err := pool.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").Scan(&xmin); err != nil {
-			t.Fatal(err)
-		}
-		if xmin >= next {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a transaction open since before xid %d holds the horizon at %d", next, xmin)
-		}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
 	}
+	server := ServerURL()
+	t.Cleanup(func() { drop(server, name) })
+	u, err := withDatabase(server, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	var xid uint64
+	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint").Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+	return xid
 }
