@@ -44,6 +44,10 @@ func TestTextThatCannotBeStoredAsIsIsRefused(t *testing.T) {
 		"a NUL escape in the payload":        with(func(e *pges.EventData) { e.Payload = json.RawMessage(`{"a":"x\u0000y"}`) }),
 		"a NUL escape in a payload key":      with(func(e *pges.EventData) { e.Payload = json.RawMessage(`{"\u0000":1}`) }),
 		"the same id twice in one batch (1)": sameIDs(),
+		"a cycle in Extra":                   with(func(e *pges.EventData) { m := map[string]any{}; m["self"] = m; e.Metadata.Extra = m }),
+		"a NUL escape in a RawMessage in Extra": with(func(e *pges.EventData) {
+			e.Metadata.Extra = map[string]any{"raw": json.RawMessage(`"a\u0000"`)}
+		}),
 	}
 	for name, events := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -176,6 +180,21 @@ func TestStreamOrderHoldsForEveryWriter(t *testing.T) {
 		t.Fatalf("early writer's first append after a later append: %v, want ES012", err)
 	}
 	_ = early.Rollback(ctx)
+
+	// Under REPEATABLE READ the probe could not see what committed after
+	// the snapshot: a first append after another write is refused outright.
+	rr, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Rollback(ctx)
+	_, _ = rr.Exec(ctx, `SELECT pg_current_xact_id()`)
+	mustAppend(t, ts, "other", pges.Any, ev("E", nil))
+	_, err = rr.Exec(ctx, `SELECT es.append_to_stream(set_config('es.tenant_id', $1, true), 'third', -1, '[{"type":"E","payload":{}}]')`, tenant)
+	if !errors.Is(pges.TranslateError(err), pges.ErrStreamOrder) {
+		t.Fatalf("REPEATABLE READ writer's first append after a later append: %v, want ES012", err)
+	}
+	_ = rr.Rollback(ctx)
 
 	first, err := pool.Begin(ctx)
 	if err != nil {

@@ -174,6 +174,11 @@ func isStreamOrder(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == codeStreamOrder
 }
 
+func isDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40P01"
+}
+
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == codeUniqueViolation

@@ -178,8 +178,21 @@ func checkText(e EventData, i int) error {
 		}
 	}
 	m := e.Metadata
-	if !cleanText(m.CorrelationID) || !cleanText(m.CausationID) || !cleanText(m.User) || !cleanText(m.Service) || !cleanValue(reflect.ValueOf(m.Extra)) {
+	if !cleanText(m.CorrelationID) || !cleanText(m.CausationID) || !cleanText(m.User) || !cleanText(m.Service) {
 		return bad("metadata")
+	}
+	if len(m.Extra) > 0 {
+		// Marshal first: it refuses cycles (which the walk below would
+		// follow forever) and runs the values' own MarshalJSON, whose
+		// output is copied as is and must be clean too. The walk then finds
+		// the plain strings that Marshal would have repaired.
+		out, err := json.Marshal(m.Extra)
+		if err != nil {
+			return invalid(i, "event %d: metadata: %v", i, err)
+		}
+		if !utf8.Valid(out) || hasNULEscape(out) || !cleanValue(reflect.ValueOf(m.Extra)) {
+			return bad("metadata")
+		}
 	}
 	if !utf8.Valid(e.Payload) || hasNULEscape(e.Payload) {
 		return bad("payload")
@@ -189,9 +202,15 @@ func checkText(e EventData, i int) error {
 
 func cleanText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
+var marshalerType = reflect.TypeFor[json.Marshaler]()
+
 // cleanValue walks what json.Marshal would encode: every string in it,
 // map keys included, must be clean text.
 func cleanValue(v reflect.Value) bool {
+	if k := v.Kind(); k != reflect.Invalid && k != reflect.Interface && k != reflect.Pointer &&
+		(v.Type().Implements(marshalerType) || reflect.PointerTo(v.Type()).Implements(marshalerType)) {
+		return true // encoded by its own MarshalJSON, whose output was checked
+	}
 	switch v.Kind() {
 	case reflect.String:
 		return cleanText(v.String())

@@ -28,11 +28,11 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 		if err == nil {
 			return AppendResult{StreamVersion: row.StreamVersion, Positions: row.Positions}, nil
 		}
-		// A unique violation is either about the ids (appended before: a
-		// retry gets its first result, a reuse elsewhere ErrEventIDConflict)
-		// or about the version (a concurrent append took it between our
-		// check and our insert: running again reports the actual version,
-		// or, for Any and StreamExists, appends at the next one).
+		// A unique violation is about the ids (appended before: a retry
+		// gets its first result, a reuse elsewhere ErrEventIDConflict), or,
+		// rarely since appends to a stream queue (migrations/00012), about
+		// the version: running again reports the actual version, or, for Any
+		// and StreamExists, appends at the next one.
 		if isUniqueViolation(err) {
 			if found, ferr := t.findAppended(ctx, streamID, batch); ferr != nil || found != nil {
 				if ferr != nil {
@@ -46,6 +46,13 @@ func (t *TenantStore) AppendToStream(ctx context.Context, streamID string, expec
 		// it, with the same expected version. A caller's transaction keeps
 		// its id: the error is the caller's to retry.
 		if isStreamOrder(err) && t.tx == nil && attempt < t.store.config.AnyVersionRetries {
+			continue
+		}
+		// A deadlock with a caller's transaction that holds a boundary's
+		// locks (a Read or conditional Append in a TenantTx) and then
+		// appends to this stream: PostgreSQL failed ours; its own
+		// transaction can run again (the ids keep it idempotent).
+		if isDeadlock(err) && t.tx == nil && attempt < t.store.config.AnyVersionRetries {
 			continue
 		}
 		retryable := expected == Any || expected == StreamExists

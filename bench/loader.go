@@ -61,6 +61,13 @@ func Load(ctx context.Context, pool *pgxpool.Pool, tenantID string, target int64
 			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
 				return err
 			}
+			// Every writer of a tenant's events holds its "any event" key
+			// until it commits, before it takes a transaction id: that is how
+			// subscriptions tell the tenant's writers in flight
+			// (migrations/00012 and 00013).
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared(es.lock_key($1, 'a', ''))", tenantID); err != nil {
+				return err
+			}
 			if err := tx.QueryRow(ctx, "SELECT es_bench_load($1, $2, $3)", tenantID, int32(n), have+1).Scan(&wrote); err != nil {
 				return err
 			}

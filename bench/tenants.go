@@ -190,8 +190,12 @@ func writeEvents(ctx context.Context, pool *pgxpool.Pool, id string, n int) erro
 	const chunk = 1_000_000
 	for done := 0; done < n; done += chunk {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			// No NOTIFY to subscribers (es.notify_events).
+			// No NOTIFY to subscribers (es.notify_events). The tenant's
+			// "any event" key, as every writer holds it (see Load).
 			if _, err := tx.Exec(ctx, "SET LOCAL es.push = off"); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared(es.lock_key($1, 'a', ''))", id); err != nil {
 				return err
 			}
 			_, err := tx.Exec(ctx, `INSERT INTO es.events (tenant_id, position, event_id, event_type, payload, tags)

@@ -116,7 +116,9 @@ BEGIN
               || exists(@.tags[*] ? (@.type() != "string" || @ == "")))' THEN
         RETURN es.validate_events(p_events);
     END IF;
-    IF pg_column_size(p_events) > 1000 THEN
+    -- pg_column_size is the stored size: a batch read from a table may be
+    -- compressed far below its text.
+    IF pg_column_size(p_events) > 1000 OR pg_column_compression(p_events) IS NOT NULL THEN
         IF EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].tags[*]') t
                     WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
             RETURN es.validate_events(p_events);
@@ -310,15 +312,26 @@ END $$;
 
 -- es.check_order: case (b) of ES012 (see the top), for a transaction that
 -- had an id before its first append to the tenant. Called under the
--- append's locks; two index probes on (tenant_id, tx_id, position).
+-- append's locks; two index probes on (tenant_id, tx_id, position). Under
+-- REPEATABLE READ or SERIALIZABLE such a first append is refused outright:
+-- the probe could not see the later transactions it looks for.
 -- +goose StatementBegin
 CREATE FUNCTION es.check_order(p_tenant_id text)
 RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     v_me xid8 := pg_current_xact_id();
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.tx_id = v_me)
-       AND EXISTS (SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.tx_id > v_me) THEN
+    IF EXISTS (SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.tx_id = v_me) THEN
+        RETURN; -- not its first append: it holds the tenant's writer lock since then
+    END IF;
+    -- Under REPEATABLE READ or SERIALIZABLE the probe below would see only
+    -- the transaction's snapshot, not what committed since: refuse.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM es.raise('ES012', format(
+            'this transaction (%s, %s) wrote before its first append to tenant %L: under this isolation level append first, or retry in a new transaction',
+            v_me, current_setting('transaction_isolation'), p_tenant_id));
+    END IF;
+    IF EXISTS (SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.tx_id > v_me) THEN
         PERFORM es.raise('ES012', format(
             'this transaction (%s) wrote before its first append to tenant %L, and a later transaction has appended since: retry in a new transaction, or append before other writes',
             v_me, p_tenant_id));
@@ -636,11 +649,12 @@ END $$;
 
 -- es.check_query: as in 00002, and a query is bounded (issue 17): at most
 -- 100 items and 100 types in all. A condition or a read head takes one lock
--- per item (or per type of an item without tags) and one per such key's
--- stripe, so the largest legal call holds at most 100 keys and 100 stripes,
--- plus its writes' (at most 32 keys and the "any event" key, or 512 stripes
--- and the "any event" key) and the notifier's key: about 615 locks, against
--- 6,400 in the lock table of a default server. Before, a 10,000-item query
+-- per item with tags, one per type of an item without, and one per such
+-- key's stripe, so the largest legal call (99 tag items and one item of 100
+-- types) holds at most 199 keys and 199 stripes, plus its writes' (at most
+-- 32 keys and the "any event" key, or 512 stripes and the "any event" key)
+-- and the notifier's key: about 715 locks, against 6,400 in the lock table
+-- of a default server. Before, a 10,000-item query
 -- held 10,513 locks and could exhaust it for everyone.
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION es.check_query(p_query jsonb)
@@ -756,36 +770,517 @@ REVOKE EXECUTE ON FUNCTION es.check_order(text), es.lock_stream(text, text),
     es.try_boundary(text, jsonb, jsonb), es.write_keys(text, jsonb), es.boundary_locks(text, jsonb, jsonb) FROM PUBLIC;
 
 -- +goose Down
+-- Back to 00011: its bodies (as dumped from it), its wrappers around the
+-- renamed copies and the runtime role's privileges; then the objects 00012
+-- created go.
 GRANT INSERT ON es.events TO es_runtime;
 GRANT USAGE ON SEQUENCE es.event_position TO es_runtime;
--- The function bodies stay at 00012's: they work on the tables of 00011. The
--- down restores the names and wrappers that the downs of 00011 and 00008
--- rename back, so that migrating further down works.
-ALTER FUNCTION es.lock_boundary(text, jsonb, jsonb) RENAME TO lock_boundary_00001;
-ALTER FUNCTION es.check_batch(jsonb) RENAME TO check_batch_00001;
-ALTER FUNCTION es.save_snapshot(text, text, bigint, int, jsonb) RENAME TO save_snapshot_00001;
 -- +goose StatementBegin
-CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb)
-RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+CREATE OR REPLACE FUNCTION es.validate_events(p_events jsonb) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    SET plan_cache_mode TO 'auto'
+    AS $_$
+DECLARE
+    v_n int;
+    v_ord bigint;
+    v_reason text;
+BEGIN
+    IF p_events IS NULL OR jsonb_typeof(p_events) <> 'array' THEN
+        PERFORM es.raise('ES004', 'events must be a JSON array');
+    END IF;
+    v_n := jsonb_array_length(p_events);
+    IF v_n = 0 THEN
+        PERFORM es.raise('ES004', 'empty batch: append at least one event');
+    ELSIF v_n > 100000 THEN
+        PERFORM es.raise('ES004', format('batch of %s events is over the limit of 100000', v_n));
+    END IF;
+    SELECT ord, reason INTO v_ord, v_reason FROM (
+        SELECT ord, CASE
+            WHEN jsonb_typeof(ev) <> 'object' THEN 'event is not a JSON object'
+            WHEN jsonb_typeof(ev->'type') IS DISTINCT FROM 'string' OR ev->>'type' = '' THEN 'event type is empty'
+            WHEN length(ev->>'type') > 200 THEN 'event type is longer than 200 characters'
+            WHEN left(ev->>'type', 1) = '$' THEN 'event types starting with "$" are reserved'
+            WHEN ev->'payload' IS NULL THEN 'payload is missing'
+            WHEN pg_column_size(ev->'payload') > 1048576 THEN 'payload is larger than 1 MiB'
+            WHEN ev ? 'id' AND (jsonb_typeof(ev->'id') <> 'string' OR ev->>'id' !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$')
+                THEN 'event id is not a UUID'
+            WHEN ev ? 'metadata' AND jsonb_typeof(ev->'metadata') <> 'object' THEN 'metadata is not a JSON object'
+            WHEN ev ? 'tags' AND jsonb_typeof(ev->'tags') <> 'array' THEN 'tags is not a JSON array'
+            WHEN ev ? 'tags' AND EXISTS (
+                SELECT 1 FROM jsonb_array_elements(ev->'tags') t
+                WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048)
+                THEN 'a tag is not a string of 1-1000 characters and at most 2048 bytes'
+            END AS reason
+        FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
+    ) bad WHERE reason IS NOT NULL ORDER BY ord LIMIT 1;
+    IF v_reason IS NOT NULL THEN
+        PERFORM es.raise('ES004', format('event %s: %s', v_ord - 1, v_reason), json_build_object('index', v_ord - 1)::text);
+    END IF;
+    RETURN v_n;
+END $_$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION es.check_batch_00001(p_events jsonb) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    SET plan_cache_mode TO 'auto'
+    AS $_$
+BEGIN
+    IF jsonb_typeof(p_events) IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_events) NOT BETWEEN 1 AND 100000
+       OR p_events @? '$[*] ? (@.type() != "object"
+              || !exists(@.type) || @.type.type() != "string" || @.type == "" || @.type starts with "$"
+              || @.type like_regex "^.{200}." flag "s"
+              || !exists(@.payload)
+              || (exists(@.id) && @.id.type() != "string")
+              || (exists(@.metadata) && @.metadata.type() != "object")
+              || (exists(@.tags) && @.tags.type() != "array")
+              || exists(@.tags[*] ? (@.type() != "string" || @ == "")))'
+       OR EXISTS (SELECT 1 FROM jsonb_path_query(p_events, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
+        RETURN es.validate_events(p_events);
+    END IF;
+    RETURN jsonb_array_length(p_events);
+END $_$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.check_batch(p_events jsonb) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    SET plan_cache_mode TO 'auto'
+    AS $_$
+DECLARE
+    v_n int := es.check_batch_00001(p_events);
+    v_bad bigint;
+BEGIN
+    IF p_events @? '$[*].metadata.schema_version.type() ? (@ != "number")'
+       OR p_events @? '$[*].metadata.schema_version ? (@ < 1 || @ > 999999999 || @.floor() != @)' THEN
+        SELECT ord - 1 INTO v_bad FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
+         WHERE ev @? '$.metadata.schema_version.type() ? (@ != "number")'
+            OR ev @? '$.metadata.schema_version ? (@ < 1 || @ > 999999999 || @.floor() != @)'
+         ORDER BY ord LIMIT 1;
+        PERFORM es.raise('ES004', format('event %s: metadata.schema_version is not an integer from 1 to 999999999', v_bad),
+                         json_build_object('index', v_bad)::text);
+    END IF;
+    RETURN v_n;
+END $_$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION es.lock_boundary_00001(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'auto'
+    AS $_$
+DECLARE
+    v_write bigint[] := '{}';   -- sorted, distinct: shared (exclusive stripes if many)
+    v_check bigint[] := '{}';   -- sorted, distinct: exclusive
+    v_check_stripes int[] := '{}';
+    v_many boolean;
+    v_stripe int;
+    v_exclusive boolean;
+    i int := 1;
+    j int := 1;
+BEGIN
+    IF p_events IS NOT NULL THEN
+        v_write := ARRAY(
+            SELECT DISTINCT es.lock_key(p_tenant_id, kind, val) AS k
+              FROM (SELECT 'a' AS kind, '' AS val
+                    UNION ALL SELECT 'y', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].type') v
+                    UNION ALL SELECT 't', v #>> '{}' FROM jsonb_path_query(p_events, '$[*].tags[*]') v) kv
+             ORDER BY k);
+    ELSE
+        -- A read that hands out a head takes the "any event" key shared like
+        -- a writer, so it waits for a tenant import (es.lock_tenant).
+        v_write := ARRAY[es.lock_key(p_tenant_id, 'a', '')];
+    END IF;
+    IF p_query IS NOT NULL THEN
+        SELECT coalesce(array_agg(DISTINCT k ORDER BY k), '{}'),
+               coalesce(array_agg(DISTINCT es.lock_stripe(k) ORDER BY es.lock_stripe(k)), '{}')
+          INTO v_check, v_check_stripes
+          FROM (SELECT CASE
+                    WHEN jsonb_array_length(coalesce(q->'tags', '[]')) > 0
+                        THEN es.lock_key(p_tenant_id, 't', (SELECT min(t) FROM jsonb_array_elements_text(q->'tags') t))
+                    WHEN jsonb_array_length(coalesce(q->'types', '[]')) = 0
+                        THEN es.lock_key(p_tenant_id, 'a', '') END AS k
+                  FROM jsonb_array_elements(p_query) q
+                UNION ALL
+                SELECT es.lock_key(p_tenant_id, 'y', y)
+                  FROM jsonb_array_elements(p_query) q, jsonb_array_elements_text(q->'types') y
+                 WHERE jsonb_array_length(coalesce(q->'tags', '[]')) = 0) items
+         WHERE k IS NOT NULL;
+    END IF;
+    v_many := cardinality(v_write) > 32;
+
+    -- Stripes first, ascending.
+    IF v_many THEN
+        FOR v_stripe, v_exclusive IN
+            SELECT st, bool_or(x) FROM (
+                SELECT es.lock_stripe(k) AS st, true AS x FROM unnest(v_write) k
+                UNION ALL SELECT st, false FROM unnest(v_check_stripes) st) s
+            GROUP BY st ORDER BY st
+        LOOP
+            IF v_exclusive THEN
+                PERFORM pg_advisory_xact_lock(1163067393, v_stripe);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(1163067393, v_stripe);
+            END IF;
+        END LOOP;
+        v_write := '{}';
+    ELSE
+        FOREACH v_stripe IN ARRAY v_check_stripes LOOP
+            PERFORM pg_advisory_xact_lock_shared(1163067393, v_stripe);
+        END LOOP;
+    END IF;
+
+    -- Then the keys, ascending: a merge of the two sorted arrays, exclusive
+    -- where a key is in both.
+    WHILE i <= cardinality(v_check) OR j <= cardinality(v_write) LOOP
+        IF j > cardinality(v_write) OR (i <= cardinality(v_check) AND v_check[i] <= v_write[j]) THEN
+            PERFORM pg_advisory_xact_lock(v_check[i]);
+            IF j <= cardinality(v_write) AND v_write[j] = v_check[i] THEN
+                j := j + 1;
+            END IF;
+            i := i + 1;
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(v_write[j]);
+            j := j + 1;
+        END IF;
+    END LOOP;
+END $_$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'auto'
+    AS $$
 BEGIN
     PERFORM es.lock_boundary_00001(p_tenant_id, p_events, p_query);
+    PERFORM es.recheck_tenant(p_tenant_id, p_events IS NOT NULL);
 END $$;
 -- +goose StatementEnd
 -- +goose StatementBegin
-CREATE FUNCTION es.check_batch(p_events jsonb)
-RETURNS int LANGUAGE plpgsql IMMUTABLE SET plan_cache_mode = auto AS $$
+CREATE OR REPLACE FUNCTION es.write_events(p_tenant_id text, p_stream_id text, p_base_version bigint, p_events jsonb) RETURNS bigint[]
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+    v_positions bigint[];
 BEGIN
-    RETURN es.check_batch_00001(p_events);
+    WITH ins AS (
+        INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version, payload, metadata, tags)
+        SELECT p_tenant_id, nextval('es.event_position'), coalesce((ev->>'id')::uuid, gen_random_uuid()), ev->>'type',
+               p_stream_id, CASE WHEN p_stream_id IS NOT NULL THEN p_base_version + ord END,
+               ev->'payload', coalesce(ev->'metadata', '{}'),
+               coalesce(ARRAY(SELECT jsonb_array_elements_text(ev->'tags')), '{}')
+          FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e(ev, ord)
+         ORDER BY ord
+        RETURNING position
+    )
+    SELECT array_agg(position ORDER BY position) INTO v_positions FROM ins;
+    RETURN v_positions;
 END $$;
 -- +goose StatementEnd
 -- +goose StatementBegin
-CREATE FUNCTION es.save_snapshot(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version int, p_state jsonb)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp SET plan_cache_mode = auto AS $$
+CREATE OR REPLACE FUNCTION es.append_to_stream(p_tenant_id text, p_stream_id text, p_expected_version bigint, p_events jsonb, OUT stream_version bigint, OUT positions bigint[]) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $_$
+DECLARE
+    v_n int;
+    v_status text;
+    v_current bigint;
+    v_last_type text;
 BEGIN
+    PERFORM es.require_tenant(p_tenant_id);
+    IF p_stream_id IS NULL OR p_stream_id = '' OR length(p_stream_id) > 200 THEN
+        PERFORM es.raise('ES004', 'stream id must be 1-200 characters');
+    END IF;
+    IF p_expected_version IS NULL OR p_expected_version < -2 OR p_expected_version > 4503599627370496 THEN
+        PERFORM es.raise('ES004', format('invalid expected version %s: use -1 (any), 0 (no stream), -2 (stream exists) or a version from 1 to 2^52', p_expected_version));
+    END IF;
+    v_n := es.check_batch(p_events);
+    -- Appends that take "whatever version is next" queue per stream instead
+    -- of racing for it (and retrying) under contention. Exact versions
+    -- fail fast instead. Taken before any other lock of this call.
+    IF p_expected_version IN (-1, -2) THEN
+        PERFORM pg_advisory_xact_lock(es.lock_key(p_tenant_id, 's', p_stream_id));
+    END IF;
+
+    -- The tenant's status and the stream's head in one statement.
+    SELECT t.status, h.stream_version, h.event_type INTO v_status, v_current, v_last_type
+      FROM es.tenants t
+      LEFT JOIN LATERAL (
+            SELECT e.stream_version, e.event_type FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+             ORDER BY e.stream_version DESC LIMIT 1) h ON true
+     WHERE t.tenant_id = p_tenant_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM es.check_tenant(p_tenant_id, true); -- raises the right error
+    END IF;
+    v_current := coalesce(v_current, 0);
+
+    IF v_last_type = '$tombstone'
+       OR (p_expected_version = 0 AND v_current <> 0)
+       OR (p_expected_version = -2 AND v_current = 0)
+       OR (p_expected_version > 0 AND v_current <> p_expected_version)
+       OR p_expected_version IN (-1, -2) THEN
+        -- Either the check fails or it cannot tell a retry from a new append:
+        -- a retry of an append that succeeded returns its first result.
+        SELECT f.stream_version, f.positions INTO stream_version, positions
+          FROM es.find_appended(p_tenant_id, p_stream_id, p_events) f;
+        IF positions IS NOT NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF v_last_type = '$tombstone' THEN
+        PERFORM es.raise('ES003', format('stream %L is deleted', p_stream_id));
+    END IF;
+    IF (p_expected_version = 0 AND v_current <> 0)
+       OR (p_expected_version = -2 AND v_current = 0)
+       OR (p_expected_version > 0 AND v_current <> p_expected_version) THEN
+        PERFORM es.raise('ES001',
+            format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
+            json_build_object('expected', p_expected_version, 'actual', v_current)::text);
+    END IF;
+
+    PERFORM es.lock_boundary(p_tenant_id, p_events, NULL);
+    stream_version := v_current + v_n;
+    positions := es.write_events(p_tenant_id, p_stream_id, v_current, p_events);
+END $_$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.append_events(p_tenant_id text, p_events jsonb, p_fail_if jsonb DEFAULT NULL::jsonb, p_after bigint DEFAULT NULL::bigint) RETURNS bigint[]
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_existing bigint[];
+    v_conflict bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    PERFORM es.check_batch(p_events);
+    IF p_after < 0 THEN
+        PERFORM es.raise('ES004', format('invalid condition position %s: use 0 or more', p_after));
+    END IF;
+    IF p_fail_if IS NOT NULL THEN
+        PERFORM es.check_query(p_fail_if);
+        PERFORM es.require_read_committed();
+    END IF;
+    PERFORM es.lock_boundary(p_tenant_id, p_events, p_fail_if);
+    IF p_fail_if IS NOT NULL THEN
+        v_conflict := es.first_match(p_tenant_id, p_fail_if, coalesce(p_after, 0));
+        IF v_conflict IS NOT NULL THEN
+            -- A retry of an append that succeeded returns its first result.
+            SELECT f.positions INTO v_existing FROM es.find_appended(p_tenant_id, NULL, p_events) f;
+            IF v_existing IS NOT NULL THEN
+                RETURN v_existing;
+            END IF;
+            PERFORM es.raise('ES008',
+                format('append condition violated: event at position %s matches the query after position %s', v_conflict, coalesce(p_after, 0)),
+                json_build_object('position', v_conflict)::text);
+        END IF;
+    END IF;
+    RETURN es.write_events(p_tenant_id, NULL, 0, p_events);
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.delete_stream(p_tenant_id text, p_stream_id text, p_expected_version bigint DEFAULT '-2'::integer) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $_$
+DECLARE
+    v_current bigint;
+    v_last_type text;
+    v_tombstone jsonb;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    IF p_expected_version IS NULL OR p_expected_version < -2 OR p_expected_version = 0 OR p_expected_version > 4503599627370496 THEN
+        PERFORM es.raise('ES004', format('invalid expected version %s for a delete: use -1 (any), -2 (stream exists) or a version', p_expected_version));
+    END IF;
+    SELECT e.stream_version, e.event_type INTO v_current, v_last_type
+      FROM es.events e
+     WHERE e.tenant_id = p_tenant_id AND e.stream_id = p_stream_id
+     ORDER BY e.stream_version DESC LIMIT 1;
+    IF v_current IS NULL THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF v_last_type = '$tombstone' THEN
+        RETURN v_current; -- deleting twice is not an error
+    ELSIF p_expected_version > 0 AND v_current <> p_expected_version THEN
+        PERFORM es.raise('ES001',
+            format('wrong expected version for stream %L: expected %s, actual %s', p_stream_id, p_expected_version, v_current),
+            json_build_object('expected', p_expected_version, 'actual', v_current)::text);
+    END IF;
+    v_tombstone := jsonb_build_array(jsonb_build_object('type', '$tombstone', 'payload', '{}'::jsonb));
+    PERFORM es.lock_boundary(p_tenant_id, v_tombstone, NULL);
+    PERFORM es.write_events(p_tenant_id, p_stream_id, v_current, v_tombstone);
+    RETURN v_current + 1;
+END $_$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION es.save_snapshot_00001(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version integer, p_state jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+    v_head record;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    IF p_state IS NULL OR p_schema_version IS NULL THEN
+        PERFORM es.raise('ES004', 'snapshot state and schema version are required');
+    END IF;
+    v_head := es.stream_head(p_tenant_id, p_stream_id);
+    IF v_head.version = 0 THEN
+        PERFORM es.raise('ES002', format('stream %L not found', p_stream_id));
+    ELSIF p_stream_version IS NULL OR p_stream_version < 1 OR p_stream_version > v_head.version THEN
+        PERFORM es.raise('ES004', format('snapshot version %s is outside the stream (1-%s)', p_stream_version, v_head.version));
+    END IF;
+    INSERT INTO es.snapshots (tenant_id, stream_id, stream_version, schema_version, state)
+    VALUES (p_tenant_id, p_stream_id, p_stream_version, p_schema_version, p_state)
+    ON CONFLICT (tenant_id, stream_id, stream_version)
+    DO UPDATE SET schema_version = excluded.schema_version, state = excluded.state, created_at = now();
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.save_snapshot(p_tenant_id text, p_stream_id text, p_stream_version bigint, p_schema_version integer, p_state jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'auto'
+    AS $$
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, true);
+    PERFORM pg_advisory_xact_lock_shared(es.lock_key(p_tenant_id, 'a', ''));
+    PERFORM es.recheck_tenant(p_tenant_id, true);
     PERFORM es.save_snapshot_00001(p_tenant_id, p_stream_id, p_stream_version, p_schema_version, p_state);
 END $$;
 -- +goose StatementEnd
-REVOKE EXECUTE ON FUNCTION es.lock_boundary(text, jsonb, jsonb), es.check_batch(jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION es.save_snapshot(text, text, bigint, int, jsonb) TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION es.save_snapshot_00001(text, text, bigint, int, jsonb) FROM PUBLIC;
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.check_query(p_query jsonb) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET plan_cache_mode TO 'auto'
+    AS $_$
+DECLARE
+    v_ord bigint;
+    v_reason text;
+BEGIN
+    -- The common, well-formed query passes one jsonpath test.
+    IF jsonb_typeof(p_query) = 'array' AND jsonb_array_length(p_query) > 0
+       AND NOT p_query @? '$[*] ? (@.type() != "object" || exists(@.keyvalue() ? (@.key != "types" && @.key != "tags"))
+              || (exists(@.types) && @.types.type() != "array") || (exists(@.tags) && @.tags.type() != "array")
+              || exists(@.types[*] ? (@.type() != "string" || @ == "" || @ like_regex "^.{200}." flag "s"))
+              || exists(@.tags[*] ? (@.type() != "string" || @ == "")))'
+       AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(p_query, '$[*].tags[*]') t WHERE length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(p_query) IS DISTINCT FROM 'array' OR jsonb_array_length(p_query) = 0 THEN
+        PERFORM es.raise('ES004', 'a query is a non-empty JSON array of items {"types":[...],"tags":[...]}; [{}] matches all events');
+    END IF;
+    SELECT ord, reason INTO v_ord, v_reason FROM (
+        SELECT ord, CASE
+            WHEN jsonb_typeof(q) <> 'object' THEN 'not a JSON object'
+            WHEN EXISTS (SELECT 1 FROM jsonb_object_keys(q) k WHERE k NOT IN ('types', 'tags')) THEN 'only "types" and "tags" are allowed'
+            WHEN jsonb_typeof(coalesce(q->'types', '[]')) <> 'array' OR jsonb_typeof(coalesce(q->'tags', '[]')) <> 'array' THEN '"types" and "tags" must be arrays'
+            WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(q->'types', '[]')) t
+                          WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 200) THEN 'a type is not a string of 1-200 characters'
+            WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(q->'tags', '[]')) t
+                          WHERE jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' OR length(t #>> '{}') > 1000 OR octet_length(t #>> '{}') > 2048) THEN 'a tag is not a string of 1-1000 characters and at most 2048 bytes'
+            END AS reason
+          FROM jsonb_array_elements(p_query) WITH ORDINALITY AS i(q, ord)) bad
+     WHERE reason IS NOT NULL ORDER BY ord LIMIT 1;
+    IF v_reason IS NOT NULL THEN
+        PERFORM es.raise('ES004', format('query item %s: %s', v_ord - 1, v_reason));
+    END IF;
+END $_$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.first_match(p_tenant_id text, p_query jsonb, p_after bigint) RETURNS bigint
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+    v_item jsonb;
+    v_tags text[];
+    v_types text[];
+    v_position bigint;
+BEGIN
+    FOR v_item IN SELECT value FROM jsonb_array_elements(p_query) LOOP
+        v_tags := ARRAY(SELECT jsonb_array_elements_text(v_item->'tags'));
+        v_types := ARRAY(SELECT jsonb_array_elements_text(v_item->'types'));
+        IF cardinality(v_tags) > 0 THEN
+            -- "+ 0" keeps the planner from ANDing a position range scan
+            -- of the whole partition with the GIN lookup.
+            SELECT e.position INTO v_position FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.tags @> v_tags AND e.position + 0 > p_after
+               AND (cardinality(v_types) = 0 OR e.event_type = ANY (v_types))
+             LIMIT 1;
+        ELSIF cardinality(v_types) > 0 THEN
+            SELECT e.position INTO v_position FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.event_type = ANY (v_types) AND e.position > p_after
+             LIMIT 1;
+        ELSE
+            SELECT e.position INTO v_position FROM es.events e
+             WHERE e.tenant_id = p_tenant_id AND e.position > p_after
+             LIMIT 1;
+        END IF;
+        IF v_position IS NOT NULL THEN
+            RETURN v_position;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.drop_tenant(p_tenant_id text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM es.tenants WHERE tenant_id = p_tenant_id) THEN
+        RETURN false;
+    END IF;
+    PERFORM es.lock_tenant_writes(p_tenant_id);
+    DELETE FROM es.tenants WHERE tenant_id = p_tenant_id;
+    IF NOT FOUND THEN
+        RETURN false; -- dropped while this waited
+    END IF;
+    PERFORM es.drop_exclusion(p_tenant_id);
+    IF es.is_dedicated(p_tenant_id) THEN
+        EXECUTE format('DROP TABLE es.%I, es.%I', 'events_' || p_tenant_id, 'snapshots_' || p_tenant_id);
+    ELSE
+        DELETE FROM es.events WHERE tenant_id = p_tenant_id;
+        DELETE FROM es.snapshots WHERE tenant_id = p_tenant_id;
+    END IF;
+    RETURN true;
+END $$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION es.import_events(p_tenant_id text, p_rows jsonb, p_merge boolean) RETURNS bigint
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    PERFORM es.check_tenant(p_tenant_id, false, false);
+    PERFORM es.lock_tenant(p_tenant_id);
+    WITH ins AS (
+        INSERT INTO es.events (tenant_id, position, event_id, event_type, stream_id, stream_version,
+                               payload, metadata, tags, recorded_at)
+        SELECT p_tenant_id, nextval('es.event_position'),
+               (r->>'id')::uuid, r->>'type', r->>'stream_id', (r->>'stream_version')::bigint,
+               r->'payload', coalesce(r->'metadata', '{}'),
+               coalesce(ARRAY(SELECT jsonb_array_elements_text(r->'tags')), '{}'),
+               (r->>'recorded_at')::timestamptz
+          FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS x(r, ord)
+         -- Merging skips events the tenant already has (same id).
+         WHERE NOT p_merge OR NOT EXISTS (
+               SELECT 1 FROM es.events e WHERE e.tenant_id = p_tenant_id AND e.event_id = (r->>'id')::uuid)
+         ORDER BY ord
+        RETURNING 1)
+    SELECT count(*) INTO v_count FROM ins;
+    RETURN v_count;
+END $$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION es.check_batch_00001(jsonb), es.lock_boundary_00001(text, jsonb, jsonb),
+    es.save_snapshot_00001(text, text, bigint, integer, jsonb) FROM PUBLIC;
+DROP FUNCTION es.try_boundary(text, jsonb, jsonb), es.boundary_locks(text, jsonb, jsonb), es.write_keys(text, jsonb),
+    es.check_order(text), es.lock_stream(text, text);
+DROP TABLE es.streams;
