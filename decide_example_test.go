@@ -150,12 +150,13 @@ func ExampleTenantStore_Tx() {
 		if _, err := tx.Exec(ctx, "CREATE TEMP TABLE outbox (message text) ON COMMIT DROP"); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO outbox VALUES ('order 1 placed')"); err != nil {
-			return err
-		}
+		// Append before writing rows of your own (ErrStreamOrder).
 		res, err := acme.Tx(tx).AppendToStream(ctx, "order-1", pges.NoStream, ev("OrderPlaced", map[string]int{"total": 42}))
 		if err != nil {
-			return err // the deferred rollback drops the row too
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO outbox VALUES ('order 1 placed')"); err != nil {
+			return err // the rollback drops the event too
 		}
 		fmt.Println("appended version", res.StreamVersion, "in the transaction")
 		return nil
