@@ -161,7 +161,11 @@ func confirm(c *cli.Context, prompt, answer string) error {
 	return nil
 }
 
-var tenantFlag = &cli.StringFlag{Name: "tenant", Aliases: []string{"t"}, Usage: "tenant id", EnvVars: []string{"ESADMIN_TENANT"}}
+// tenantFlag, jsonFlag and dryRun are made anew for every app: urfave/cli writes
+// into a flag while it parses, and apps run concurrently in tests.
+func tenantFlag() cli.Flag {
+	return &cli.StringFlag{Name: "tenant", Aliases: []string{"t"}, Usage: "tenant id", EnvVars: []string{"ESADMIN_TENANT"}}
+}
 
 func stdinOrFile(c *cli.Context, path string) (io.ReadCloser, error) {
 	if path == "" || path == "-" {

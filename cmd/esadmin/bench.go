@@ -40,7 +40,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "window", Value: 100000, Usage: "with --scale: the catch-up window, the oldest N events"},
 			&cli.StringFlag{Name: "plots", Usage: "with --scale: write SVG plots of the curves and the report (scale.json) into this directory"},
 			&cli.BoolFlag{Name: "reset", Usage: "with --scale: drop tenant " + bench.ScaleTenant + " first (an earlier study's events)"},
-			jsonFlag,
+			jsonFlag(),
 			&cli.BoolFlag{Name: "markdown", Usage: "print the final table as Markdown (for bench/RESULTS.md)"},
 		},
 		Action: func(c *cli.Context) error {

@@ -62,7 +62,7 @@ func doctorCommand() *cli.Command {
 		Name:      "doctor",
 		Usage:     "server version, the settings that matter to the store, schema version, the largest tenants (dedicated ones, and all shared ones as one)",
 		UsageText: "esadmin doctor [--json]",
-		Flags:     []cli.Flag{jsonFlag},
+		Flags:     []cli.Flag{jsonFlag()},
 		Action: func(c *cli.Context) error {
 			pool, err := connect(c)
 			if err != nil {

@@ -52,7 +52,7 @@ func eventsCommand() *cli.Command {
    echo '{"type":"OrderPlaced","payload":{"total":42},"tags":["customer:7"]}' | esadmin events append -t acme --stream order-1
    echo '{"type":"Registered","payload":{},"tags":["username:alice"]}' | esadmin events append -t acme --fail-if-tag username:alice`,
 				Flags: []cli.Flag{
-					tenantFlag,
+					tenantFlag(),
 					&cli.StringFlag{Name: "stream", Usage: "stream id; without it the events belong to no stream (DCB)"},
 					&cli.StringFlag{Name: "expected-version", Value: "any", Usage: "with --stream: any, no-stream, exists or a version number"},
 					&cli.StringSliceFlag{Name: "fail-if-type", Usage: "without --stream: fail if an event of one of these types..."},
@@ -130,7 +130,7 @@ func eventsCommand() *cli.Command {
 				UsageText: `esadmin events read -t acme --stream order-1 [--from 1] [--limit 10] [--backwards]
    esadmin events read -t acme --tag course:c1 --tag student:s7 [--type Subscribed] [--after 120]`,
 				Flags: []cli.Flag{
-					tenantFlag,
+					tenantFlag(),
 					&cli.StringFlag{Name: "stream", Usage: "stream id"},
 					&cli.Int64Flag{Name: "from", Usage: "stream: first version (0: start, or end with --backwards)"},
 					typeFlag(), tagFlag(),

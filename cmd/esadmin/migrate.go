@@ -22,7 +22,9 @@ func freshDatabase(c *cli.Context, db *sql.DB) (bool, error) {
 	return !exists, err
 }
 
-var dryRun = &cli.BoolFlag{Name: "dry-run", Usage: "print the SQL that would run, change nothing"}
+func dryRun() cli.Flag {
+	return &cli.BoolFlag{Name: "dry-run", Usage: "print the SQL that would run, change nothing"}
+}
 
 // printSQL prints the Up or Down section of a migration, as goose would run
 // it, without its annotations.
@@ -79,7 +81,7 @@ func migrateCommand() *cli.Command {
 				Name:      "up",
 				Usage:     "apply all pending migrations",
 				UsageText: "esadmin migrate up [--dry-run]",
-				Flags:     []cli.Flag{dryRun},
+				Flags:     []cli.Flag{dryRun()},
 				Action: func(c *cli.Context) error {
 					return withProvider(c, func(p *goose.Provider, db *sql.DB) error {
 						if c.Bool("dry-run") {
@@ -119,7 +121,7 @@ func migrateCommand() *cli.Command {
 				Name:      "down",
 				Usage:     "roll back the latest migration (destroys what it created)",
 				UsageText: "esadmin migrate down [--dry-run]",
-				Flags:     []cli.Flag{dryRun},
+				Flags:     []cli.Flag{dryRun()},
 				Action: func(c *cli.Context) error {
 					return withProvider(c, func(p *goose.Provider, db *sql.DB) error {
 						if c.Bool("dry-run") {

@@ -24,7 +24,7 @@ func relayCommand() *cli.Command {
 			"stand by and take over). Each message's id is the event id (Nats-Msg-Id); the checkpoint moves only " +
 			"after JetStream acknowledged the batch. --js-stream creates that stream, capturing the subject template's " +
 			"subjects, when it does not exist. Stops on Ctrl-C or SIGTERM with exit code 130.",
-		Flags: append([]cli.Flag{tenantFlag,
+		Flags: append([]cli.Flag{tenantFlag(),
 			&cli.StringFlag{Name: "name", Usage: "relay name (its subscription is relay:NAME)", Required: true},
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", EnvVars: []string{"NATS_URL"}, Usage: "NATS server(s), comma-separated"},
 			&cli.StringFlag{Name: "subject", Value: relay.DefaultSubject, Usage: "subject template: literal tokens, {tenant}, {type}, {stream}"},

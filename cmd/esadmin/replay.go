@@ -31,7 +31,7 @@ func replayCommand() *cli.Command {
 			"With --rewind NAME it writes nothing and instead moves subscription NAME's checkpoint back so that its consumer delivers the events " +
 			"after --after (or since --since; neither: all) again, to rebuild its projection.",
 		Flags: []cli.Flag{
-			tenantFlag,
+			tenantFlag(),
 			&cli.StringFlag{Name: "stream", Usage: "only this stream"},
 			typeFlag(), tagFlag(),
 			&cli.Int64Flag{Name: "after", Usage: "only events with a greater position"},

@@ -18,7 +18,7 @@ func snapshotCommand() *cli.Command {
 				Name:      "list",
 				Usage:     "list snapshots (without their state)",
 				UsageText: "esadmin snapshot list -t acme [--stream order-1] [--json]",
-				Flags:     []cli.Flag{tenantFlag, &cli.StringFlag{Name: "stream", Usage: "only this stream"}, jsonFlag},
+				Flags:     []cli.Flag{tenantFlag(), &cli.StringFlag{Name: "stream", Usage: "only this stream"}, jsonFlag()},
 				Action: func(c *cli.Context) error {
 					return withTenant(c, func(ts *pges.TenantStore) error {
 						list, err := ts.ListSnapshots(c.Context, c.String("stream"))
@@ -47,7 +47,7 @@ func snapshotCommand() *cli.Command {
 				Name:      "delete",
 				Usage:     "delete a stream's snapshot at a version, or all of them without --version",
 				UsageText: "esadmin snapshot delete -t acme --stream order-1 [--version 40]",
-				Flags:     []cli.Flag{tenantFlag, &cli.StringFlag{Name: "stream", Usage: "stream id (required)"}, &cli.Int64Flag{Name: "version", Usage: "only this version"}},
+				Flags:     []cli.Flag{tenantFlag(), &cli.StringFlag{Name: "stream", Usage: "stream id (required)"}, &cli.Int64Flag{Name: "version", Usage: "only this version"}},
 				Action: func(c *cli.Context) error {
 					if c.String("stream") == "" {
 						return usagef("--stream is required")
@@ -69,7 +69,7 @@ func snapshotCommand() *cli.Command {
 				Name:      "prune",
 				Usage:     "keep the latest --keep snapshots of every stream of the tenant, delete the rest",
 				UsageText: "esadmin snapshot prune -t acme [--keep 1]",
-				Flags:     []cli.Flag{tenantFlag, &cli.IntFlag{Name: "keep", Value: 1, Usage: "snapshots to keep per stream"}},
+				Flags:     []cli.Flag{tenantFlag(), &cli.IntFlag{Name: "keep", Value: 1, Usage: "snapshots to keep per stream"}},
 				Action: func(c *cli.Context) error {
 					if c.Int("keep") < 1 {
 						return usagef("--keep must be at least 1")

@@ -25,7 +25,7 @@ func tailCommand() *cli.Command {
    esadmin events tail -t acme --tag course:c1 --limit 10`,
 		Description: "Starts at the end of the log (events committed from now on), at --after a position, or with " +
 			"--from-beginning. Stops after --limit events, or on Ctrl-C with exit code 130.",
-		Flags: append([]cli.Flag{tenantFlag,
+		Flags: append([]cli.Flag{tenantFlag(),
 			&cli.BoolFlag{Name: "from-beginning", Usage: "deliver the whole log first"},
 			&cli.Int64Flag{Name: "after", Usage: "deliver the events after this position (and possibly a few just before)"},
 			&cli.IntFlag{Name: "limit", Usage: "stop after this many events (0: never)"},
@@ -111,7 +111,7 @@ func subscriptionCommand() *cli.Command {
 				Name:      "list",
 				Usage:     "list subscriptions: checkpoint, lag behind the head, lease holder, dead letters",
 				UsageText: "esadmin subscription list -t acme [--json]",
-				Flags:     []cli.Flag{tenantFlag, jsonFlag},
+				Flags:     []cli.Flag{tenantFlag(), jsonFlag()},
 				Action: func(c *cli.Context) error {
 					return withTenant(c, func(ts *pges.TenantStore) error {
 						list, err := ts.Subscriptions(c.Context)
@@ -147,7 +147,7 @@ func subscriptionCommand() *cli.Command {
    esadmin subscription reset -t acme --time 2026-11-01T00:00:00Z projector`,
 				Description: "The running consumer loses its lease at its next checkpoint and resumes from the new one " +
 					"(a projection kept in its own tables should be cleared first when rebuilding from the beginning).",
-				Flags: []cli.Flag{tenantFlag,
+				Flags: []cli.Flag{tenantFlag(),
 					&cli.Int64Flag{Name: "position", Usage: "deliver events from this position on"},
 					&cli.TimestampFlag{Name: "time", Layout: time.RFC3339, Usage: "deliver events recorded at or after this time (RFC 3339)"}},
 				Action: func(c *cli.Context) error {
@@ -162,7 +162,7 @@ func subscriptionCommand() *cli.Command {
 				Name:      "delete",
 				Usage:     "delete a subscription with its checkpoint and dead letters",
 				UsageText: "esadmin subscription delete -t acme [--yes] projector",
-				Flags:     []cli.Flag{tenantFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+				Flags:     []cli.Flag{tenantFlag(), &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
 				Action: func(c *cli.Context) error {
 					name, err := nameArg(c)
 					if err != nil {
@@ -188,7 +188,7 @@ func subscriptionCommand() *cli.Command {
 				UsageText: "esadmin subscription retry -t acme [--position 42]... projector",
 				Description: "Marks the dead letters and wakes the consumer: it hands each event to its handler again and drops " +
 					"the dead letter when the handler succeeds; one that fails again stays parked with its new error.",
-				Flags: []cli.Flag{tenantFlag, &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"}},
+				Flags: []cli.Flag{tenantFlag(), &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"}},
 				Action: func(c *cli.Context) error {
 					name, err := nameArg(c)
 					if err != nil {
@@ -208,7 +208,7 @@ func subscriptionCommand() *cli.Command {
 				Name:      "discard",
 				Usage:     "delete a subscription's dead letters (all, or those at --position): their events are not delivered",
 				UsageText: "esadmin subscription discard -t acme [--position 42]... [--yes] projector",
-				Flags: []cli.Flag{tenantFlag, &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"},
+				Flags: []cli.Flag{tenantFlag(), &cli.Int64SliceFlag{Name: "position", Usage: "only the dead letter of this position (repeatable)"},
 					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
 				Action: func(c *cli.Context) error {
 					name, err := nameArg(c)
@@ -234,7 +234,7 @@ func subscriptionCommand() *cli.Command {
 				Name:      "dead-letters",
 				Usage:     "list the events a subscription parked after its handler kept failing, as JSON Lines",
 				UsageText: "esadmin subscription dead-letters -t acme projector",
-				Flags:     []cli.Flag{tenantFlag},
+				Flags:     []cli.Flag{tenantFlag()},
 				Action: func(c *cli.Context) error {
 					name, err := nameArg(c)
 					if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON for programs"}
+func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON for programs"} }
 
 func tenantCommand() *cli.Command {
 	withManager := func(c *cli.Context, fn func(m *tenant.Manager) error) error {
@@ -50,7 +50,7 @@ func tenantCommand() *cli.Command {
 				ArgsUsage: "TENANT_ID",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "display name"},
 					&cli.BoolFlag{Name: "dedicated", Usage: "give the tenant partitions of its own (for a tenant that will be large; see tenant dedicate)"},
-					jsonFlag},
+					jsonFlag()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
 						return usagef("tenant create takes one tenant id")
@@ -104,7 +104,7 @@ func tenantCommand() *cli.Command {
 				Name:      "list",
 				Usage:     "list tenants",
 				UsageText: "esadmin tenant list [--json]",
-				Flags:     []cli.Flag{jsonFlag},
+				Flags:     []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
 					return withManager(c, func(m *tenant.Manager) error {
 						ts, err := m.List(c.Context)
@@ -120,7 +120,7 @@ func tenantCommand() *cli.Command {
 				Usage:     "show one tenant with what it holds (events, streams, snapshots, bytes, last event)",
 				UsageText: "esadmin tenant show [--json] acme",
 				ArgsUsage: "TENANT_ID",
-				Flags:     []cli.Flag{jsonFlag},
+				Flags:     []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
 						return usagef("tenant show takes one tenant id")
@@ -261,7 +261,7 @@ func statusCommand(name, usage string, set func(*tenant.Manager, context.Context
 		Usage:     usage,
 		UsageText: "esadmin tenant " + name + " [--json] acme",
 		ArgsUsage: "TENANT_ID",
-		Flags:     []cli.Flag{jsonFlag},
+		Flags:     []cli.Flag{jsonFlag()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usagef("tenant %s takes one tenant id", name)
