@@ -555,10 +555,11 @@ func (s *subscriber) deliverLoop(ctx context.Context, w *waiter, cpp *logKey) er
 // logReader reads the log for a subscriber on a connection of its own,
 // whose session is scoped to the tenant (see the ReadLog query).
 type logReader struct {
-	s        *subscriber
-	conn     *pgxpool.Conn
-	planMode string // plan_cache_mode to restore
-	params   db.ReadLogParams
+	s          *subscriber
+	conn       *pgxpool.Conn
+	planMode   string // plan_cache_mode to restore
+	bitmapScan string // enable_bitmapscan to restore, and to give handler batches
+	params     db.ReadLogParams
 }
 
 // connection returns the reader's connection, scoped to the tenant,
@@ -573,13 +574,13 @@ func (r *logReader) connection(ctx context.Context) (*pgxpool.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	prev, err := q.ScopeSession(ctx, conn, r.s.t.tenantID)
+	prev, err := q.ScopeSession(ctx, conn, db.ScopeSessionParams{TenantID: r.s.t.tenantID, KeepBitmapscan: len(r.s.cfg.Filter.Tags) > 0})
 	if err != nil {
 		_ = conn.Conn().Close(context.WithoutCancel(ctx)) // never pool a connection in doubt
 		conn.Release()
 		return nil, err
 	}
-	r.conn, r.planMode = conn, prev
+	r.conn, r.planMode, r.bitmapScan = conn, prev.Previous, prev.Bitmapscan
 	f := r.s.cfg.Filter
 	r.params = db.ReadLogParams{TenantID: r.s.t.tenantID, Types: f.Types, Tags: f.Tags, Members: 1,
 		StreamID: pgtype.Text{String: f.StreamID, Valid: f.StreamID != ""}, StreamPrefix: pgtype.Text{String: f.StreamPrefix, Valid: f.StreamPrefix != ""}}
@@ -614,7 +615,7 @@ func (r *logReader) close() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := r.s.t.store.queries.UnscopeSession(ctx, r.conn, r.planMode); err != nil {
+	if err := r.s.t.store.queries.UnscopeSession(ctx, r.conn, db.UnscopeSessionParams{PlanCacheMode: r.planMode, Bitmapscan: r.bitmapScan}); err != nil {
 		_ = r.conn.Conn().Close(ctx) // the pool drops closed connections
 	}
 	r.conn.Release()
@@ -649,7 +650,7 @@ func (s *subscriber) deliver(ctx context.Context, reader *logReader, rows []db.R
 		return logKey{}, nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := q.SetTenant(ctx, tx, tenant); err != nil {
+	if err := q.ScopeBatch(ctx, tx, db.ScopeBatchParams{TenantID: tenant, Bitmapscan: reader.bitmapScan}); err != nil {
 		return logKey{}, nil, err
 	}
 	var last logKey
@@ -714,7 +715,7 @@ func (s *subscriber) redeliver(ctx context.Context, reader *logReader, cp logKey
 		return translate(err, "")
 	}
 	for _, r := range rows {
-		herr, err := s.redeliverOne(ctx, conn, cp, r)
+		herr, err := s.redeliverOne(ctx, conn, reader.bitmapScan, cp, r)
 		if err != nil {
 			reader.close()
 			return err
@@ -731,14 +732,14 @@ func (s *subscriber) redeliver(ctx context.Context, reader *logReader, cp logKey
 	return nil
 }
 
-func (s *subscriber) redeliverOne(ctx context.Context, conn *pgxpool.Conn, cp logKey, r db.DeadLettersToRetryRow) (handlerErr, err error) {
+func (s *subscriber) redeliverOne(ctx context.Context, conn *pgxpool.Conn, bitmapScan string, cp logKey, r db.DeadLettersToRetryRow) (handlerErr, err error) {
 	q, tenant := s.t.store.queries, s.t.tenantID
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := q.SetTenant(ctx, tx, tenant); err != nil {
+	if err := q.ScopeBatch(ctx, tx, db.ScopeBatchParams{TenantID: tenant, Bitmapscan: bitmapScan}); err != nil {
 		return nil, err
 	}
 	ev, herr := recordedFromRow(tenant, db.ReadStreamRow{Position: r.Position, EventID: r.EventID, EventType: r.EventType,

@@ -1013,3 +1013,31 @@ func TestSubscriptionBeforeCommitHoldsTheCheckpoint(t *testing.T) {
 		t.Fatalf("after the failures the batch was delivered as %v, want the 5 events once", received)
 	}
 }
+
+// The reader reads without bitmap scans (a bitmap scan of the whole backlog
+// per batch made catch-up quadratic on shared tenants), but the handler's
+// statements in the batch's transaction get the session's setting back.
+func TestSubscriptionHandlerKeepsBitmapScans(t *testing.T) {
+	ts, _ := newTenant(t)
+	mustAppend(t, ts, "s", pges.Any, ev("A", 1), ev("A", 2))
+	var mu sync.Mutex
+	var seen []string
+	stop := run(t, ts, pges.SubscriptionConfig{Name: "bitmap", PollInterval: noPoll, BatchSize: 1,
+		Handler: func(ctx context.Context, tx pgx.Tx, e pges.RecordedEvent) error {
+			var v string
+			if err := tx.QueryRow(ctx, "SHOW enable_bitmapscan").Scan(&v); err != nil {
+				return err
+			}
+			mu.Lock()
+			seen = append(seen, v)
+			mu.Unlock()
+			return nil
+		}})
+	waitFor(t, 10*time.Second, "delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 2 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if seen[0] != "on" || seen[1] != "on" {
+		t.Fatalf("handlers saw enable_bitmapscan %v, want on", seen)
+	}
+}

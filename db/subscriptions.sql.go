@@ -475,32 +475,55 @@ func (q *Queries) RetryDeadLetters(ctx context.Context, db DBTX, arg RetryDeadLe
 	return marked, err
 }
 
-const scopeSession = `-- name: ScopeSession :one
-WITH p AS MATERIALIZED (SELECT current_setting('plan_cache_mode') AS previous)
-SELECT p.previous::text AS previous FROM p,
-       LATERAL (SELECT set_config('es.tenant_id', $1::text, false), set_config('plan_cache_mode', 'force_custom_plan', false)) s
+const scopeBatch = `-- name: ScopeBatch :exec
+SELECT set_config('es.tenant_id', $1::text, true), set_config('enable_bitmapscan', $2::text, true)
 `
+
+type ScopeBatchParams struct {
+	TenantID   string
+	Bitmapscan string
+}
+
+// Scopes the rest of a subscriber's batch transaction to its tenant
+// (row-level security and the SQL API's tenant check, for handlers that
+// query in it), and gives the handler's statements the session's bitmap
+// scans back (ScopeSession turned them off for the reader's own reads).
+func (q *Queries) ScopeBatch(ctx context.Context, db DBTX, arg ScopeBatchParams) error {
+	_, err := db.Exec(ctx, scopeBatch, arg.TenantID, arg.Bitmapscan)
+	return err
+}
+
+const scopeSession = `-- name: ScopeSession :one
+WITH p AS MATERIALIZED (SELECT current_setting('plan_cache_mode') AS previous, current_setting('enable_bitmapscan') AS bitmapscan)
+SELECT p.previous::text AS previous, p.bitmapscan::text AS bitmapscan FROM p,
+       LATERAL (SELECT set_config('es.tenant_id', $1::text, false), set_config('plan_cache_mode', 'force_custom_plan', false),
+                       set_config('enable_bitmapscan', CASE WHEN $2::boolean THEN p.bitmapscan ELSE 'off' END, false)) s
+`
+
+type ScopeSessionParams struct {
+	TenantID       string
+	KeepBitmapscan bool
+}
+
+type ScopeSessionRow struct {
+	Previous   string
+	Bitmapscan string
+}
 
 // Scopes a connection's session to a tenant for ReadLog, with custom plans
 // only (a generic plan over es.events would lock every tenant's partition
-// on each execution); returns plan_cache_mode's previous value.
-func (q *Queries) ScopeSession(ctx context.Context, db DBTX, tenantID string) (string, error) {
-	row := db.QueryRow(ctx, scopeSession, tenantID)
-	var previous string
-	err := row.Scan(&previous)
-	return previous, err
-}
-
-const setTenant = `-- name: SetTenant :exec
-SELECT set_config('es.tenant_id', $1::text, true)
-`
-
-// Scopes the rest of the transaction to a tenant (row-level security and
-// the SQL API's tenant check), for handlers that query in the store's
-// transaction.
-func (q *Queries) SetTenant(ctx context.Context, db DBTX, tenantID string) error {
-	_, err := db.Exec(ctx, setTenant, tenantID)
-	return err
+// on each execution), and, unless the filter has tags to look up, without
+// bitmap scans: in a shared leaf, which keeps no statistics on tenant_id,
+// the planner chose a bitmap scan of the tenant's whole backlog after the
+// checkpoint, and a sort, for every batch (quadratic catch-up), where the
+// (tenant_id, tx_id, position) index gives the batch in order. Returns
+// both settings' previous values; handler batches restore the bitmap scans
+// for their own statements (ScopeBatch).
+func (q *Queries) ScopeSession(ctx context.Context, db DBTX, arg ScopeSessionParams) (ScopeSessionRow, error) {
+	row := db.QueryRow(ctx, scopeSession, arg.TenantID, arg.KeepBitmapscan)
+	var i ScopeSessionRow
+	err := row.Scan(&i.Previous, &i.Bitmapscan)
+	return i, err
 }
 
 const subscribe = `-- name: Subscribe :one
@@ -603,10 +626,16 @@ func (q *Queries) SubscriptionStatus(ctx context.Context, db DBTX, tenantID stri
 }
 
 const unscopeSession = `-- name: UnscopeSession :exec
-SELECT set_config('es.tenant_id', '', false), set_config('plan_cache_mode', $1::text, false)
+SELECT set_config('es.tenant_id', '', false), set_config('plan_cache_mode', $1::text, false),
+       set_config('enable_bitmapscan', $2::text, false)
 `
 
-func (q *Queries) UnscopeSession(ctx context.Context, db DBTX, planCacheMode string) error {
-	_, err := db.Exec(ctx, unscopeSession, planCacheMode)
+type UnscopeSessionParams struct {
+	PlanCacheMode string
+	Bitmapscan    string
+}
+
+func (q *Queries) UnscopeSession(ctx context.Context, db DBTX, arg UnscopeSessionParams) error {
+	_, err := db.Exec(ctx, unscopeSession, arg.PlanCacheMode, arg.Bitmapscan)
 	return err
 }

@@ -59,13 +59,28 @@ FROM es.log_horizon(@tenant_id::text, true) AS h(horizon, safe, oldest_writer);
 -- name: ScopeSession :one
 -- Scopes a connection's session to a tenant for ReadLog, with custom plans
 -- only (a generic plan over es.events would lock every tenant's partition
--- on each execution); returns plan_cache_mode's previous value.
-WITH p AS MATERIALIZED (SELECT current_setting('plan_cache_mode') AS previous)
-SELECT p.previous::text AS previous FROM p,
-       LATERAL (SELECT set_config('es.tenant_id', @tenant_id::text, false), set_config('plan_cache_mode', 'force_custom_plan', false)) s;
+-- on each execution), and, unless the filter has tags to look up, without
+-- bitmap scans: in a shared leaf, which keeps no statistics on tenant_id,
+-- the planner chose a bitmap scan of the tenant's whole backlog after the
+-- checkpoint, and a sort, for every batch (quadratic catch-up), where the
+-- (tenant_id, tx_id, position) index gives the batch in order. Returns
+-- both settings' previous values; handler batches restore the bitmap scans
+-- for their own statements (ScopeBatch).
+WITH p AS MATERIALIZED (SELECT current_setting('plan_cache_mode') AS previous, current_setting('enable_bitmapscan') AS bitmapscan)
+SELECT p.previous::text AS previous, p.bitmapscan::text AS bitmapscan FROM p,
+       LATERAL (SELECT set_config('es.tenant_id', @tenant_id::text, false), set_config('plan_cache_mode', 'force_custom_plan', false),
+                       set_config('enable_bitmapscan', CASE WHEN @keep_bitmapscan::boolean THEN p.bitmapscan ELSE 'off' END, false)) s;
 
 -- name: UnscopeSession :exec
-SELECT set_config('es.tenant_id', '', false), set_config('plan_cache_mode', @plan_cache_mode::text, false);
+SELECT set_config('es.tenant_id', '', false), set_config('plan_cache_mode', @plan_cache_mode::text, false),
+       set_config('enable_bitmapscan', @bitmapscan::text, false);
+
+-- name: ScopeBatch :exec
+-- Scopes the rest of a subscriber's batch transaction to its tenant
+-- (row-level security and the SQL API's tenant check, for handlers that
+-- query in it), and gives the handler's statements the session's bitmap
+-- scans back (ScopeSession turned them off for the reader's own reads).
+SELECT set_config('es.tenant_id', @tenant_id::text, true), set_config('enable_bitmapscan', @bitmapscan::text, true);
 
 -- name: Subscribe :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
@@ -118,12 +133,6 @@ FROM t, LATERAL es.list_dead_letters(t.tenant_id, @name::text) d;
 -- name: LogKeyAt :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
 SELECT k.tx_id::text::bigint AS tx_id FROM t, LATERAL es.log_key_at(t.tenant_id, sqlc.narg(position)::bigint, sqlc.narg(at_time)::timestamptz) k;
-
--- name: SetTenant :exec
--- Scopes the rest of the transaction to a tenant (row-level security and
--- the SQL API's tenant check), for handlers that query in the store's
--- transaction.
-SELECT set_config('es.tenant_id', @tenant_id::text, true);
 
 -- name: RetryDeadLetters :one
 WITH t AS MATERIALIZED (SELECT set_config('es.tenant_id', @tenant_id::text, true) AS tenant_id)
