@@ -260,16 +260,16 @@ END $$;
 
 
 --
--- Name: boundary_locks(text, jsonb, jsonb); Type: FUNCTION; Schema: es; Owner: -
+-- Name: boundary_locks(text, bigint[], jsonb); Type: FUNCTION; Schema: es; Owner: -
 --
 
-CREATE FUNCTION es.boundary_locks(p_tenant_id text, p_events jsonb, p_query jsonb) RETURNS TABLE(stripe integer, k bigint, x boolean)
+CREATE FUNCTION es.boundary_locks(p_tenant_id text, p_write bigint[], p_query jsonb) RETURNS TABLE(stripe integer, k bigint, x boolean)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'auto'
     AS $$
 DECLARE
     v_any bigint := es.lock_key(p_tenant_id, 'a', '');
-    v_write bigint[] := es.write_keys(p_tenant_id, p_events); -- shared
+    v_write bigint[] := p_write; -- shared
     v_stripes int[];  -- shared (a batch of many keys)
     v_check bigint[]; -- exclusive, and exclusive on their stripes
 BEGIN
@@ -1198,21 +1198,18 @@ CREATE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb
     SET plan_cache_mode TO 'auto'
     AS $$
 DECLARE
-    v_write bigint[];
+    v_write bigint[] := es.write_keys(p_tenant_id, p_events);
 BEGIN
-    IF p_query IS NULL THEN
-        v_write := es.write_keys(p_tenant_id, p_events);
-        IF cardinality(v_write) <= 32 THEN
-            PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(v_write) k;
-            RETURN;
-        END IF;
+    IF p_query IS NULL AND cardinality(v_write) <= 32 THEN
+        PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(v_write) k;
+        RETURN;
     END IF;
     PERFORM count(CASE
                 WHEN l.stripe IS NOT NULL AND l.x THEN pg_advisory_xact_lock(1163067393, l.stripe)
                 WHEN l.stripe IS NOT NULL THEN pg_advisory_xact_lock_shared(1163067393, l.stripe)
                 WHEN l.x THEN pg_advisory_xact_lock(l.k)
                 ELSE pg_advisory_xact_lock_shared(l.k) END)
-      FROM es.boundary_locks(p_tenant_id, p_events, p_query) l;
+      FROM es.boundary_locks(p_tenant_id, v_write, p_query) l;
 END $$;
 
 
@@ -2021,7 +2018,7 @@ CREATE FUNCTION es.try_boundary(p_tenant_id text, p_events jsonb, p_query jsonb)
 DECLARE
     l record;
 BEGIN
-    FOR l IN SELECT * FROM es.boundary_locks(p_tenant_id, p_events, p_query) LOOP
+    FOR l IN SELECT * FROM es.boundary_locks(p_tenant_id, es.write_keys(p_tenant_id, p_events), p_query) LOOP
         IF NOT (CASE
                 WHEN l.stripe IS NOT NULL AND l.x THEN pg_try_advisory_xact_lock(1163067393, l.stripe)
                 WHEN l.stripe IS NOT NULL THEN pg_try_advisory_xact_lock_shared(1163067393, l.stripe)
@@ -5036,10 +5033,10 @@ REVOKE ALL ON FUNCTION es.analyze_tenant(p_tenant_id text) FROM PUBLIC;
 
 
 --
--- Name: FUNCTION boundary_locks(p_tenant_id text, p_events jsonb, p_query jsonb); Type: ACL; Schema: es; Owner: -
+-- Name: FUNCTION boundary_locks(p_tenant_id text, p_write bigint[], p_query jsonb); Type: ACL; Schema: es; Owner: -
 --
 
-REVOKE ALL ON FUNCTION es.boundary_locks(p_tenant_id text, p_events jsonb, p_query jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.boundary_locks(p_tenant_id text, p_write bigint[], p_query jsonb) FROM PUBLIC;
 
 
 --

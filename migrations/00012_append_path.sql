@@ -163,21 +163,18 @@ END $$;
 CREATE OR REPLACE FUNCTION es.lock_boundary(p_tenant_id text, p_events jsonb, p_query jsonb)
 RETURNS void LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
 DECLARE
-    v_write bigint[];
+    v_write bigint[] := es.write_keys(p_tenant_id, p_events);
 BEGIN
-    IF p_query IS NULL THEN
-        v_write := es.write_keys(p_tenant_id, p_events);
-        IF cardinality(v_write) <= 32 THEN
-            PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(v_write) k;
-            RETURN;
-        END IF;
+    IF p_query IS NULL AND cardinality(v_write) <= 32 THEN
+        PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(v_write) k;
+        RETURN;
     END IF;
     PERFORM count(CASE
                 WHEN l.stripe IS NOT NULL AND l.x THEN pg_advisory_xact_lock(1163067393, l.stripe)
                 WHEN l.stripe IS NOT NULL THEN pg_advisory_xact_lock_shared(1163067393, l.stripe)
                 WHEN l.x THEN pg_advisory_xact_lock(l.k)
                 ELSE pg_advisory_xact_lock_shared(l.k) END)
-      FROM es.boundary_locks(p_tenant_id, p_events, p_query) l;
+      FROM es.boundary_locks(p_tenant_id, v_write, p_query) l;
 END $$;
 -- +goose StatementEnd
 
@@ -192,7 +189,7 @@ RETURNS boolean LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
 DECLARE
     l record;
 BEGIN
-    FOR l IN SELECT * FROM es.boundary_locks(p_tenant_id, p_events, p_query) LOOP
+    FOR l IN SELECT * FROM es.boundary_locks(p_tenant_id, es.write_keys(p_tenant_id, p_events), p_query) LOOP
         IF NOT (CASE
                 WHEN l.stripe IS NOT NULL AND l.x THEN pg_try_advisory_xact_lock(1163067393, l.stripe)
                 WHEN l.stripe IS NOT NULL THEN pg_try_advisory_xact_lock_shared(1163067393, l.stripe)
@@ -222,15 +219,16 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
--- es.boundary_locks lists the locks of a call, in the order they are taken:
+-- es.boundary_locks lists the locks of a call (its writer's keys from
+-- es.write_keys, computed once by the caller), in the order they are taken:
 -- stripes (stripe set, k null), then keys (k set), ascending, each with its
 -- strongest mode (x: exclusive).
 -- +goose StatementBegin
-CREATE FUNCTION es.boundary_locks(p_tenant_id text, p_events jsonb, p_query jsonb)
+CREATE FUNCTION es.boundary_locks(p_tenant_id text, p_write bigint[], p_query jsonb)
 RETURNS TABLE (stripe int, k bigint, x boolean) LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
 DECLARE
     v_any bigint := es.lock_key(p_tenant_id, 'a', '');
-    v_write bigint[] := es.write_keys(p_tenant_id, p_events); -- shared
+    v_write bigint[] := p_write; -- shared
     v_stripes int[];  -- shared (a batch of many keys)
     v_check bigint[]; -- exclusive, and exclusive on their stripes
 BEGIN
@@ -767,7 +765,7 @@ DROP FUNCTION es.save_snapshot_00001(text, text, bigint, int, jsonb);
 DROP FUNCTION es.lock_boundary_00001(text, jsonb, jsonb);
 DROP FUNCTION es.check_batch_00001(jsonb);
 REVOKE EXECUTE ON FUNCTION es.check_order(text), es.lock_stream(text, text),
-    es.try_boundary(text, jsonb, jsonb), es.write_keys(text, jsonb), es.boundary_locks(text, jsonb, jsonb) FROM PUBLIC;
+    es.try_boundary(text, jsonb, jsonb), es.write_keys(text, jsonb), es.boundary_locks(text, bigint[], jsonb) FROM PUBLIC;
 
 -- +goose Down
 -- Back to 00011: its bodies (as dumped from it), its wrappers around the
@@ -1281,6 +1279,6 @@ END $$;
 -- +goose StatementEnd
 REVOKE ALL ON FUNCTION es.check_batch_00001(jsonb), es.lock_boundary_00001(text, jsonb, jsonb),
     es.save_snapshot_00001(text, text, bigint, integer, jsonb) FROM PUBLIC;
-DROP FUNCTION es.try_boundary(text, jsonb, jsonb), es.boundary_locks(text, jsonb, jsonb), es.write_keys(text, jsonb),
+DROP FUNCTION es.try_boundary(text, jsonb, jsonb), es.boundary_locks(text, bigint[], jsonb), es.write_keys(text, jsonb),
     es.check_order(text), es.lock_stream(text, text);
 DROP TABLE es.streams;
