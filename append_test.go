@@ -345,8 +345,10 @@ func TestBusyBoundaryFailsFastOnACommittedConflict(t *testing.T) {
 	}
 }
 
-// In a caller's transaction ErrStreamOrder is the caller's: its id cannot
-// change, so the append is not retried there, and the error says so.
+// In a caller's transaction ErrStreamOrder reaches the caller, typed: its
+// id cannot change, so only the caller can retry (in a new transaction).
+// (That the store does not also retry in vain first is not observable
+// here: a retry would end with the same error.)
 func TestStreamOrderInACallersTransactionIsReturned(t *testing.T) {
 	ctx := context.Background()
 	ts, pool := newTenant(t)
